@@ -1,0 +1,232 @@
+"""What to run: :class:`Executor`, its :class:`Limits` and its :class:`IPC` fd maps."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Final
+
+__all__ = ["DEVNULL", "IPC", "PIPE", "Executor", "Limits"]
+
+PIPE: Final = -1
+"""Give the sandboxee a socket to this stream; the supervisor reads or writes the other end."""
+DEVNULL: Final = -3
+"""Connect this stream to /dev/null."""
+
+StdioSpec = int | None
+
+_MAX_FD = 1 << 20
+
+
+def _check_limit(name: str, value: object) -> None:
+    if name == "wall_time_limit":
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"wall_time_limit must be seconds (a number) or None, not {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"wall_time_limit must be a finite number >= 0, not {value!r}")
+        return
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None (unlimited), not {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 or None (unlimited), not {value}")
+
+
+@dataclass
+class Limits:
+    """Resource limits of a sandboxee, with Sandbox2's defaults.
+
+    The ``rlimit_*`` fields are in bytes, seconds or counts, ``None`` meaning unlimited; they
+    are set in the sandboxee before its exec (a value above the supervisor's own hard limit
+    keeps that hard limit).  ``wall_time_limit`` is in seconds; ``None`` or 0 means none.
+    """
+
+    rlimit_as: int | None = None
+    rlimit_cpu: int | None = 1024
+    rlimit_fsize: int | None = 8 << 30
+    rlimit_nofile: int | None = 1024
+    rlimit_core: int | None = 0
+    wall_time_limit: float | None = 120.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_limit(f.name, getattr(self, f.name))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name not in {f.name for f in fields(self)}:
+            raise AttributeError(f"Limits has no field {name!r}")
+        _check_limit(name, value)
+        super().__setattr__(name, value)
+
+
+@dataclass
+class IPC:
+    """File descriptors shared with the sandboxee.
+
+    Attributes:
+        mapped_fds: ``(local fd, sandboxee fd)`` pairs; the local fds are duplicates owned by
+            this object and closed when the sandbox has started.
+    """
+
+    mapped_fds: list[tuple[int, int]] = field(default_factory=list)
+
+    def map_fd(self, local_fd: int, sandboxee_fd: int) -> None:
+        """Makes ``local_fd`` appear as ``sandboxee_fd`` in the sandboxee.
+
+        The fd is duplicated now: the caller keeps its own and may close it at once.
+
+        Raises:
+            ValueError: ``sandboxee_fd`` is out of range or mapped already.
+            OSError: ``local_fd`` is not an open fd.
+        """
+        _check_target(sandboxee_fd)
+        if any(target == sandboxee_fd for _, target in self.mapped_fds):
+            raise ValueError(f"sandboxee fd {sandboxee_fd} is mapped already")
+        self.mapped_fds.append((os.dup(local_fd), sandboxee_fd))
+
+    def receive_fd(self, sandboxee_fd: int) -> int:
+        """Creates a socket pair and maps one end to ``sandboxee_fd``.
+
+        Returns:
+            The other end, as a new fd owned by the caller (close it when done), e.g. to
+            read what the sandboxee writes to its stdout.
+        """
+        _check_target(sandboxee_fd)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.map_fd(theirs.fileno(), sandboxee_fd)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return ours.detach()
+
+    def close(self) -> None:
+        """Closes the duplicated fds (after the start, or when the executor is dropped)."""
+        for local, _ in self.mapped_fds:
+            os.close(local)
+        self.mapped_fds.clear()
+
+
+def _check_target(fd: int) -> None:
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        raise TypeError(f"a sandboxee fd must be an int, not {fd!r}")
+    if not 0 <= fd < _MAX_FD:
+        raise ValueError(f"sandboxee fd {fd} is out of range")
+    if fd in (1022, 1023):
+        raise ValueError(f"sandboxee fd {fd} is reserved (1022: the binary, 1023: comms)")
+
+
+class Executor:
+    """What a :class:`Sandbox` runs, and with which limits and fds.
+
+    Args:
+        path: Absolute path of the binary on the host.  It is opened when the sandbox
+            starts and exec'd through that fd: it need not be visible inside the sandbox
+            (its loader and libraries must be, for a dynamic binary).
+        args: The sandboxee's argv; ``args[0]`` becomes argv[0]. Defaults to ``[path]``.
+        env: The sandboxee's environment. Defaults to an empty one.
+        cwd: The working directory inside the sandbox.
+        stdin: None or DEVNULL (/dev/null), PIPE, or an fd of the caller's.
+        stdout: None or DEVNULL (discarded), PIPE, or an fd of the caller's.
+        stderr: Like stdout.
+        sandbox_before_exec: Must be True for now: the binary starts with its policy
+            already applied.
+
+    Raises:
+        ValueError: A relative path, empty args, a bad stdio value or env entry.
+        FileNotFoundError: ``path`` does not exist.
+        PermissionError: ``path`` is not an executable regular file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        args: Sequence[str | bytes] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str = "/",
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = None,
+        stderr: StdioSpec = None,
+        sandbox_before_exec: bool = True,
+    ) -> None:
+        self.path = _check_binary(os.fspath(path))
+        self.args = _check_args(self.path, args)
+        self.env = _check_env(env or {})
+        if not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd:
+            raise ValueError(f"cwd must be an absolute path inside the sandbox, not {cwd!r}")
+        self.cwd = cwd
+        self.stdin = _check_stdio("stdin", stdin)
+        self.stdout = _check_stdio("stdout", stdout)
+        self.stderr = _check_stdio("stderr", stderr)
+        if sandbox_before_exec is not True:
+            raise ValueError(
+                "sandbox_before_exec=False (Client.sandbox_me_here) is not supported yet"
+            )
+        self.sandbox_before_exec = sandbox_before_exec
+        self.limits = Limits()
+        self.ipc = IPC()
+        self._used = False
+
+    def __repr__(self) -> str:
+        return f"Executor({self.path!r}, {self.args!r})"
+
+    def __del__(self) -> None:
+        ipc = getattr(self, "ipc", None)
+        if ipc is not None:
+            ipc.close()
+
+
+def _check_binary(path: str) -> str:
+    if not path or "\0" in path:
+        raise ValueError(f"not a valid path: {path!r}")
+    if not os.path.isabs(path):
+        raise ValueError(f"the binary's path must be absolute, not {path!r}")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(2, "the binary does not exist", path) from None
+    if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
+        raise PermissionError(13, "the binary is not an executable file", path)
+    return path
+
+
+def _check_args(path: str, args: Sequence[str | bytes] | None) -> list[bytes]:
+    if args is None:
+        args = [path]
+    if isinstance(args, str | bytes):
+        raise TypeError("args must be a list of strings, e.g. [path, 'arg1']")
+    if len(args) == 0:
+        raise ValueError("args must hold at least argv[0]")
+    encoded = [os.fsencode(a) for a in args]
+    if any(b"\0" in a for a in encoded):
+        raise ValueError("an argument contains a NUL byte")
+    return encoded
+
+
+def _check_env(env: Mapping[str, str]) -> list[bytes]:
+    entries = []
+    for key, value in env.items():
+        k, v = os.fsencode(key), os.fsencode(value)
+        if not k or b"=" in k or b"\0" in k or b"\0" in v:
+            raise ValueError(f"not a valid environment entry: {key!r}={value!r}")
+        entries.append(k + b"=" + v)
+    return entries
+
+
+def _check_stdio(name: str, value: StdioSpec) -> StdioSpec:
+    if value is None or value in (PIPE, DEVNULL):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be None, PIPE, DEVNULL or an open fd, not {value!r}")
+    os.fstat(value)  # an fd that is not open is an error now, not in the sandboxee
+    return value

@@ -1,0 +1,1 @@
+"""The fork server process and its client."""

@@ -1,0 +1,138 @@
+"""The supervisor's side of the fork server.
+
+One fork server serves the whole supervisor process.  It is started on first use with
+``python -S -I`` (no site-packages, a small image: every fork of it is cheap), as a child
+of this process: that keeps the supervisor an ancestor of every sandboxee, which Yama's
+ptrace scope 1 asks of a tracer.  A request is one SOCK_SEQPACKET message: a marshal-ed
+dict and the fds (SCM_RIGHTS).  Replies never travel on this shared channel: each sandboxee
+answers on its own setup socket, so requests from many sandboxes never wait for each other.
+"""
+
+from __future__ import annotations
+
+import array
+import atexit
+import logging
+import marshal
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._exceptions import SetupError
+
+__all__ = ["ForkServer", "SpawnRequest", "fork_server"]
+
+logger = logging.getLogger("aiosandbox.forkserver")
+
+_SERVER_SCRIPT = Path(__file__).with_name("_server.py")
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """Everything the fork server needs to make one sandboxee (all paths absolute).
+
+    ``mounts`` holds ``(kind, target, source, writable, size)`` tuples, parents first;
+    ``targets`` the sandboxee fd numbers of the mapped fds, in the order they are sent.
+    """
+
+    flags: int
+    hostname: bytes
+    mounts: list[tuple[str, bytes, bytes | None, bool, int | None]]
+    targets: list[int]
+    cwd: bytes
+    argv: list[bytes]
+    envp: list[bytes]
+    rlimits: list[tuple[int, int, int]]
+    filter: bytes
+
+    def encode(self) -> bytes:
+        """The request as the server reads it."""
+        return marshal.dumps(
+            {
+                "flags": self.flags,
+                "hostname": self.hostname,
+                "mounts": self.mounts,
+                "targets": self.targets,
+                "cwd": self.cwd,
+                "argv": self.argv,
+                "envp": self.envp,
+                "rlimits": self.rlimits,
+                "filter": self.filter,
+            }
+        )
+
+
+class ForkServer:
+    """A handle on the fork server process, restarted if it ever dies."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid, or None before the first request."""
+        return self._process.pid if self._process is not None else None
+
+    def _start(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-S", "-I", str(_SERVER_SCRIPT), str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except OSError as exc:
+            ours.close()
+            raise SetupError(f"cannot start the fork server ({sys.executable}): {exc}") from exc
+        finally:
+            theirs.close()
+        self._control = ours
+        logger.debug("fork server started, pid %d", self._process.pid)
+        return ours
+
+    def spawn(self, request: SpawnRequest, setup: socket.socket, fds: list[int]) -> None:
+        """Sends one request: ``setup`` is the sandboxee's end of its setup socket, ``fds``
+        the exec fd followed by the mapped fds.  The caller keeps (and closes) its fds."""
+        payload = request.encode()
+        ancillary = [
+            (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [setup.fileno(), *fds]))
+        ]
+        with self._lock:
+            for attempt in (1, 2):
+                control = self._control or self._start()
+                try:
+                    control.sendmsg([payload], ancillary)
+                    return
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    # The server died (killed by someone): start a new one, once.
+                    self._reap()
+                    if attempt == 2:
+                        raise SetupError(f"the fork server is not answering: {exc}") from exc
+
+    def _reap(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    def shutdown(self) -> None:
+        """Stops the server (it exits when its control socket closes) and reaps it."""
+        with self._lock:
+            self._reap()
+
+
+fork_server = ForkServer()
+atexit.register(fork_server.shutdown)

@@ -1,0 +1,552 @@
+"""The fork server: a tiny single-threaded process that makes sandboxees.
+
+Theory of operation
+-------------------
+The supervisor starts this file once, as ``python -S -I _server.py <fd>``, and sends it one
+request per sandboxee over a SOCK_SEQPACKET control socket: a ``marshal``-ed dict plus the
+fds the sandboxee needs (SCM_RIGHTS).  The file is self-contained on purpose: with ``-S -I``
+nothing but the standard library is importable, the image stays small, and every fork of it
+is cheap.  Nothing here compiles policies or resolves paths: the supervisor hands over a
+ready filter and absolute paths.
+
+For every request the server makes one raw ``clone()`` carrying all namespace flags
+(CLONE_NEWUSER|NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS): one syscall instead of fork + unshare +
+a second fork.  That child ("init") is pid 1 of the new pid namespace.  It maps the
+sandbox's uid/gid 1000 to the server's own ids, builds a fresh root (an empty tmpfs, then
+the policy's bind mounts, tmpfs mounts and procfs), pivots into it, sets the hostname and
+brings up ``lo``, reports itself on the per-request setup socket (the kernel attaches its
+pid, translated for the supervisor, as SCM_CREDENTIALS) and clones the sandboxee (pid 2).
+Init then only reaps; it exits when the sandboxee exits, which ends the namespace and kills
+anything left in it.  The sandboxee is not init because init ignores default-action
+signals: ``abort()`` must end a sandboxee with SIGABRT.
+
+The sandboxee moves its fds into place, closes every other fd, reports "ready" and waits
+for "go": in between the supervisor PTRACE_SEIZEs it, so the monitor sees the filter's
+TRACE verdicts from the very first one.  Then it sets its rlimits, no_new_privs, loads the
+filter and calls ``execveat(fd, "", argv, envp, AT_EMPTY_PATH, EXEC_MAGIC)``: the filter
+lets exactly that call reach the monitor, which allows it once.  Everything the last steps
+need (ctypes arrays, the sock_fprog) is built before "ready", so that between loading the
+filter and the exec Python makes no syscall of its own.
+
+Errors in the children are sent on the setup socket as b"E" + message before they exit;
+the server itself never dies of a bad request.
+"""
+
+import ctypes
+import errno
+import fcntl
+import gc
+import marshal
+import os
+import platform
+import signal
+import socket
+import struct
+import sys
+
+# Syscall numbers the standard library does not wrap, per architecture.
+_NR = {
+    "x86_64": {
+        "clone": 56,
+        "pivot_root": 155,
+        "seccomp": 317,
+        "execveat": 322,
+        "exit_group": 231,
+        "open_tree": 428,
+        "move_mount": 429,
+        "mount_setattr": 442,
+        "prctl": 157,
+    },
+    "aarch64": {
+        "clone": 220,
+        "pivot_root": 41,
+        "seccomp": 277,
+        "execveat": 281,
+        "exit_group": 94,
+        "open_tree": 428,
+        "move_mount": 429,
+        "mount_setattr": 442,
+        "prctl": 167,
+    },
+}[platform.machine()]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NOEXEC = 0x8
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_SET_MODE_FILTER = 1
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+EXEC_MAGIC = 0x921C2C34
+EXEC_FD = 1022
+SANDBOX_ID = 1000
+# Where the new root is assembled before pivot_root.  Every source is opened (open_tree)
+# before this directory is covered, so covering it hides nothing the policy asked for.
+STAGING_CANDIDATES = ("/tmp", "/mnt", "/var/tmp", "/srv", "/opt", "/root")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_mount = _libc.mount
+_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_umount2 = _libc.umount2
+_umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+class SetupFailure(Exception):
+    """A step of the sandboxee's set-up failed; the message goes to the supervisor."""
+
+
+def _check(result, what):
+    if result == -1:
+        err = ctypes.get_errno()
+        raise SetupFailure("%s: %s" % (what, os.strerror(err)))
+    return result
+
+
+def _raw_clone(flags):
+    # A raw clone keeps the child on a copy of our stack, like fork(), but carries the
+    # namespace flags in the same syscall.  Safe because this process is single-threaded.
+    return _check(_syscall(ctypes.c_long(_NR["clone"]), ctypes.c_ulong(flags | signal.SIGCHLD), 0, 0, 0, 0), "clone")
+
+
+def _write_file(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _map_ids(pid):
+    """Maps the sandbox's uid and gid 1000 to ours, from outside the new namespace.
+
+    The server writes the maps, not the child: mapping uid 0 (a root supervisor) needs
+    CAP_SETFCAP in the parent namespace (user_namespaces(7), Linux 5.12+), which only the
+    parent side has.  An unprivileged server may map exactly its own ids.
+    """
+    base = "/proc/%d/" % pid
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        _write_file(base + "setgroups", b"deny")
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+    _write_file(base + "uid_map", b"%d %d 1" % (SANDBOX_ID, uid))
+    _write_file(base + "gid_map", b"%d %d 1" % (SANDBOX_ID, gid))
+
+
+def _open_tree(source, recursive):
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    fd = _syscall(ctypes.c_long(_NR["open_tree"]), ctypes.c_int(-100), source, ctypes.c_uint(flags))
+    return _check(fd, "cannot open %s for a bind mount" % source.decode(errors="replace"))
+
+
+def _set_mount_attr(fd, path, attrs, recursive):
+    attr = _MountAttr(attrs, 0, MS_PRIVATE, 0)
+    flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if fd >= 0 else 0)
+    _check(
+        _syscall(
+            ctypes.c_long(_NR["mount_setattr"]),
+            ctypes.c_int(fd if fd >= 0 else -100),
+            path,
+            ctypes.c_uint(flags),
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        ),
+        "mount_setattr %s" % path.decode(errors="replace"),
+    )
+
+
+def _move_mount(fd, target):
+    _check(
+        _syscall(
+            ctypes.c_long(_NR["move_mount"]),
+            ctypes.c_int(fd),
+            b"",
+            ctypes.c_int(-100),
+            target,
+            ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
+        ),
+        "cannot mount at %s" % target.decode(errors="replace"),
+    )
+
+
+def _make_mountpoint(root, target, is_dir, creatable):
+    """Creates the mount point of ``target`` below ``root``.  Inside a bind mount nothing
+    is created (it would write to the host); the point must already exist there."""
+    path = root + target
+    if os.path.lexists(path):
+        return path
+    if not creatable:
+        raise SetupFailure(
+            "cannot mount at %s: it lies inside a bind mount where it does not exist"
+            % target.decode(errors="replace")
+        )
+    os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+    if is_dir:
+        os.mkdir(path, 0o755)
+    else:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    return path
+
+
+def _build_root(mounts):
+    """Mounts a fresh root at a staging directory and returns its path.
+
+    ``mounts`` is a list of ``(kind, target, source, writable, size)`` sorted so that
+    parents come before their children.
+    """
+    # Stop mount events from flowing between the host and this namespace.
+    _check(_mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    sources = {}
+    for index, (kind, _target, source, _writable, _size) in enumerate(mounts):
+        if kind in ("file", "directory"):
+            sources[index] = _open_tree(source, recursive=(kind == "directory"))
+    staging = next(
+        (c.encode() for c in STAGING_CANDIDATES if os.path.isdir(c) and not os.path.islink(c)),
+        None,
+    )
+    if staging is None:
+        raise SetupFailure("no directory to assemble the sandbox root in (tried /tmp, /mnt)")
+    _check(
+        _mount(b"tmpfs", staging, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=1m"),
+        "mount the root tmpfs",
+    )
+    # A mount point can be created only where we own the directory: in the root tmpfs or
+    # in one of the policy's tmpfs mounts.
+    creatable_prefixes = [b"/"]
+    bind_prefixes = []
+    for index, (kind, target, _source, writable, size) in enumerate(mounts):
+        inside_bind = any(target.startswith(p + b"/") for p in bind_prefixes)
+        path = _make_mountpoint(staging, target, kind != "file", not inside_bind)
+        if kind in ("file", "directory"):
+            attrs = MOUNT_ATTR_NOSUID | (MOUNT_ATTR_NOEXEC if writable else MOUNT_ATTR_RDONLY)
+            fd = sources[index]
+            _set_mount_attr(fd, b"", attrs, recursive=(kind == "directory"))
+            _move_mount(fd, path)
+            os.close(fd)
+            bind_prefixes.append(target)
+        elif kind == "tmpfs":
+            options = b"mode=0777,size=%d" % size
+            flags = MS_NOSUID | MS_NODEV | (0 if writable else MS_RDONLY)
+            _check(_mount(b"tmpfs", path, b"tmpfs", flags, options), "tmpfs at %s" % target.decode())
+            bind_prefixes = [p for p in bind_prefixes if not target.startswith(p + b"/")]
+            creatable_prefixes.append(target)
+        elif kind == "proc":
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if writable else MS_RDONLY)
+            _check(_mount(b"proc", path, b"proc", flags, None), "mount procfs at %s" % target.decode())
+            bind_prefixes.append(target)
+    _set_mount_attr(-1, staging, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, recursive=False)
+    return staging
+
+
+def _pivot_into(root):
+    # pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only
+    # the new tree in this mount namespace (pivot_root(2), "NOTES").
+    os.chdir(root)
+    _check(_syscall(ctypes.c_long(_NR["pivot_root"]), b".", b"."), "pivot_root")
+    _check(_umount2(b".", MNT_DETACH), "detach the old root")
+    os.chdir("/")
+
+
+def _bring_up_loopback():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq))[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        sock.close()
+
+
+def _setup_namespaces(request, ids_mapped):
+    flags = request["flags"]
+    if flags & CLONE_NEWUSER:
+        # Nothing may be created before our ids exist in the namespace (EOVERFLOW).
+        if os.read(ids_mapped, 1) != b"":
+            raise SetupFailure("the fork server could not map the sandbox's user ids")
+    os.close(ids_mapped)
+    if flags & CLONE_NEWNS:
+        root = _build_root(request["mounts"])
+        _pivot_into(root)
+    if flags & CLONE_NEWUTS:
+        socket.sethostname(request["hostname"])
+    if flags & CLONE_NEWNET:
+        _bring_up_loopback()
+
+
+def _arrange_fds(fds, targets, keep):
+    """Moves ``fds[i]`` to ``targets[i]`` and closes every other fd but ``keep``.
+
+    Returns the new numbers of ``keep`` (which stay close-on-exec)."""
+    high = max([*targets, *fds, *keep, 1023]) + 1
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, high) for fd in fds]
+    kept = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, high) for fd in keep]
+    os.closerange(0, high)
+    for temp, target in zip(moved, targets):
+        os.dup2(temp, target, inheritable=True)
+    free = [fd for fd in range(EXEC_FD, 3, -1) if fd not in targets]
+    placed = []
+    for temp in kept:
+        new = free.pop(0)
+        os.dup2(temp, new, inheritable=False)
+        placed.append(new)
+    os.closerange(high, high + len(moved) + len(kept))
+    return placed
+
+
+def _prepare_exec(request):
+    """Builds, before the filter is loaded, every object the exec needs."""
+    argv = request["argv"]
+    envp = request["envp"]
+    c_argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+    c_envp = (ctypes.c_char_p * (len(envp) + 1))(*envp, None)
+    program = request["filter"]
+    count = len(program) // 8
+    insns = (_SockFilter * count).from_buffer_copy(program)
+    fprog = _SockFprog(count, ctypes.cast(insns, ctypes.POINTER(_SockFilter)))
+    return c_argv, c_envp, insns, fprog
+
+
+def _run_sandboxee(request, setup, exec_fd, fds):
+    os.setsid()
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    for sig in range(1, signal.NSIG):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    setup, exec_fd = _arrange_fds(fds, request["targets"], [setup, exec_fd])
+    try:
+        os.chdir(request["cwd"])
+    except OSError as exc:
+        raise SetupFailure("cannot change to the working directory %s: %s" % (request["cwd"].decode(errors="replace"), exc.strerror)) from None
+    c_argv, c_envp, insns, fprog = _prepare_exec(request)
+    limits = [_effective_limit(*limit) for limit in request["rlimits"]]
+    exec_args = (
+        ctypes.c_long(_NR["execveat"]),
+        ctypes.c_int(exec_fd),
+        b"",
+        c_argv,
+        c_envp,
+        ctypes.c_int(AT_EMPTY_PATH),
+        ctypes.c_long(EXEC_MAGIC),
+    )
+    seccomp_args = (
+        ctypes.c_long(_NR["seccomp"]),
+        ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+        ctypes.c_uint(0),
+        ctypes.byref(fprog),
+    )
+    exit_nr = ctypes.c_long(_NR["exit_group"])
+    os.write(setup, b"R")
+    go = os.read(setup, 1)
+    if go != b"G":
+        os._exit(1)
+    for resource, soft, hard in limits:
+        _setrlimit(resource, soft, hard)
+    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise SetupFailure("prctl(PR_SET_NO_NEW_PRIVS): %s" % os.strerror(ctypes.get_errno()))
+    if _syscall(*seccomp_args) != 0:
+        raise SetupFailure("cannot load the seccomp filter: %s" % os.strerror(ctypes.get_errno()))
+    # From here on only the exec gate and what the policy allows may run.
+    _syscall(*exec_args)
+    _syscall(exit_nr, ctypes.c_long(ctypes.get_errno()))
+    del insns
+
+
+_RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
+
+
+class _Rlimit(ctypes.Structure):
+    _fields_ = (("cur", ctypes.c_uint64), ("max", ctypes.c_uint64))
+
+
+_prlimit = _libc.prlimit64
+_prlimit.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def _getrlimit(resource):
+    old = _Rlimit()
+    _check(_prlimit(0, resource, None, ctypes.byref(old)), "getrlimit")
+    return old.cur, old.max
+
+
+def _effective_limit(resource, soft, hard):
+    """Clamps a requested limit to the current hard limit, which an unprivileged process
+    cannot raise: the stricter limit stays (as Sandbox2 skips such a limit)."""
+    current_hard = _getrlimit(resource)[1]
+    if current_hard != _RLIM_INFINITY and (hard == _RLIM_INFINITY or hard > current_hard):
+        hard = current_hard
+        if soft == _RLIM_INFINITY or soft > hard:
+            soft = hard
+    return resource, soft, hard
+
+
+def _setrlimit(resource, soft, hard):
+    new = _Rlimit(soft, hard)
+    if _prlimit(0, resource, ctypes.byref(new), None) != 0:
+        raise SetupFailure("setrlimit(%d): %s" % (resource, os.strerror(ctypes.get_errno())))
+
+
+def _run_init(request, setup, exec_fd, fds, ids_mapped):
+    """Body of the namespace's init (pid 1); never returns."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The server ignores SIGCHLD to auto-reap; init must see its sandboxee's exit.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _setup_namespaces(request, ids_mapped)
+    os.write(setup, b"I")
+    child = _raw_clone(0)
+    if child == 0:
+        _report_failures(_run_sandboxee, setup, request, setup, exec_fd, fds)
+    # Init keeps no fd: the sandboxee's pipes must see EOF when it exits, and nothing of
+    # the supervisor's may stay reachable inside the namespace.
+    os.closerange(0, 65536)
+    _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _prctl(PR_SET_NAME, ctypes.cast(ctypes.c_char_p(b"aiosandbox-init"), ctypes.c_void_p).value, 0, 0, 0)
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        except InterruptedError:
+            continue
+        if pid == child:
+            os._exit(0)
+
+
+def _report_failures(body, setup, *args):
+    """Runs a child's body; any failure is reported on the setup socket.  Never returns."""
+    try:
+        body(*args)
+    except SetupFailure as exc:
+        _send_error(setup, str(exc))
+    except OSError as exc:
+        tb = exc.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        where = exc.filename or "%s (line %d)" % (tb.tb_frame.f_code.co_name, tb.tb_lineno)
+        _send_error(setup, "%s: %s" % (where, exc.strerror))
+    except BaseException as exc:  # noqa: BLE001 - a child must never return to the loop
+        _send_error(setup, "internal error in the sandboxee set-up: %r" % (exc,))
+    os._exit(127)
+
+
+def _send_error(setup, message):
+    try:
+        os.write(setup, b"E" + message.encode(errors="replace")[:4000])
+    except OSError:
+        pass
+
+
+def _serve(control):
+    while True:
+        try:
+            data, ancdata, _flags, _addr = control.recvmsg(1 << 20, socket.CMSG_SPACE(4 * 256))
+        except InterruptedError:
+            continue
+        if not data:
+            return
+        fds = []
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                fds.extend(struct.unpack("%di" % (usable // 4), payload[:usable]))
+        try:
+            request = marshal.loads(data)
+            setup, exec_fd, mapped = fds[0], fds[1], fds[2:]
+        except (ValueError, EOFError, TypeError, IndexError):
+            for fd in fds:
+                os.close(fd)
+            continue
+        ids_mapped, mapping_done = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = _raw_clone(request["flags"])
+        except SetupFailure as exc:
+            _send_error(setup, str(exc))
+            pid = -1
+        if pid == 0:
+            control.close()
+            os.close(mapping_done)
+            _report_failures(_run_init, setup, request, setup, exec_fd, mapped, ids_mapped)
+        if pid > 0 and request["flags"] & CLONE_NEWUSER:
+            try:
+                _map_ids(pid)
+            except OSError as exc:
+                os.write(mapping_done, b"!")
+                _send_error(setup, "cannot map the sandbox's user ids: %s" % exc.strerror)
+        for fd in (*fds, ids_mapped, mapping_done):
+            os.close(fd)
+
+
+def main():
+    control = socket.socket(fileno=int(sys.argv[1]))
+    os.set_inheritable(control.fileno(), False)
+    # Die with the supervisor; never leave zombies (init children are not waited for).
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:
+        return
+    os.setsid()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # Forks of this process must not run the collector between the filter and the exec.
+    gc.disable()
+    _serve(control)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Monitors: turn a sandboxee's kernel events into a Result."""

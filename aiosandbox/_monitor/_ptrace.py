@@ -1,0 +1,321 @@
+"""The ptrace monitor: turns a sandboxee's kernel events into a :class:`Result`.
+
+Theory of operation
+-------------------
+The monitor PTRACE_SEIZEs the sandboxee while it waits, before loading its filter, for the
+supervisor's "go".  The options make the kernel auto-attach every thread and child the
+sandboxee creates (TRACECLONE/FORK/VFORK), stop it at each exec (TRACEEXEC) and at every
+filter verdict SECCOMP_RET_TRACE (TRACESECCOMP), and kill every tracee if the supervisor
+dies (EXITKILL).  The policy's KILL verdicts reach the kernel rewritten as
+``TRACE(VIOLATION)``: the offending thread stops before the syscall runs, the monitor reads
+the syscall with PTRACE_GET_SYSCALL_INFO (Linux 5.3; it also tells the syscall's
+architecture, so an ``int 0x80`` is seen as i386) and kills the whole sandbox.
+
+Everything here runs on the event loop's thread: ptrace requests are bound to the tracer
+thread (ptrace(2)), and the thread that seized is the loop's.  The monitor never blocks and
+never polls: it is woken by SIGCHLD (which the kernel sends to the tracer for every stop and
+exit of a tracee) and then drains, with WNOHANG, the wait status of each pid it traces, and
+only those: a wait on "any child" would steal the caller's own subprocesses.  A new child's
+first stop may be queued before its parent's fork event tells us its pid, so draining repeats
+until a pass finds nothing.
+
+The sandboxee is pid 2 of its own pid namespace; pid 1 is a small init.  Killing init makes
+the kernel kill everything in the namespace, so a kill is one signal to init (through a
+pidfd, immune to pid reuse) plus one to the main process, which cannot be reaped, and so
+cannot be reused, before the monitor itself has waited for it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+from ptrace.binding.func import PtraceError
+from ptrace.binding.func import ptrace as _ptrace
+
+from .._policy import Arch, TraceCode, syscall_name
+from .._result import ResultBuilder, SetupReason, Violation
+from ._describe import describe_syscall
+
+__all__ = ["PtraceMonitor"]
+
+logger = logging.getLogger("aiosandbox.monitor")
+
+PTRACE_CONT = 7
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_SEIZE = 0x4206
+PTRACE_LISTEN = 0x4208
+PTRACE_GET_SYSCALL_INFO = 0x420E
+
+PTRACE_O_TRACESYSGOOD = 0x01
+PTRACE_O_TRACEFORK = 0x02
+PTRACE_O_TRACEVFORK = 0x04
+PTRACE_O_TRACECLONE = 0x08
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_TRACEVFORKDONE = 0x20
+PTRACE_O_TRACESECCOMP = 0x80
+PTRACE_O_EXITKILL = 0x100000
+
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_SECCOMP = 7
+PTRACE_EVENT_STOP = 128
+
+PTRACE_SYSCALL_INFO_SECCOMP = 3
+
+_WALL = 0x40000000  # __WALL: wait for threads and clone children too (wait(2))
+
+SEIZE_OPTIONS = (
+    PTRACE_O_TRACESYSGOOD
+    | PTRACE_O_TRACEFORK
+    | PTRACE_O_TRACEVFORK
+    | PTRACE_O_TRACECLONE
+    | PTRACE_O_TRACEEXEC
+    | PTRACE_O_TRACEVFORKDONE
+    | PTRACE_O_TRACESECCOMP
+    | PTRACE_O_EXITKILL
+)
+
+_GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+
+
+class _SeccompInfo(ctypes.Structure):
+    """``struct ptrace_syscall_info`` with the ``seccomp`` member of its union."""
+
+    _fields_ = (
+        ("op", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+        ("arch", ctypes.c_uint32),
+        ("instruction_pointer", ctypes.c_uint64),
+        ("stack_pointer", ctypes.c_uint64),
+        ("nr", ctypes.c_uint64),
+        ("args", ctypes.c_uint64 * 6),
+        ("ret_data", ctypes.c_uint32),
+        ("pad2", ctypes.c_uint32),
+    )
+
+
+def _event_message(pid: int) -> int:
+    message = ctypes.c_ulong(0)
+    _ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(message))
+    return message.value
+
+
+def _seccomp_info(pid: int) -> _SeccompInfo:
+    info = _SeccompInfo()
+    _ptrace(PTRACE_GET_SYSCALL_INFO, pid, ctypes.sizeof(info), ctypes.addressof(info))
+    return info
+
+
+def _read_string(pid: int) -> Callable[[int], bytes | None]:
+    """Returns a reader of NUL-terminated strings from a stopped tracee's memory."""
+
+    def read(address: int) -> bytes | None:
+        if address == 0:
+            return None
+        try:
+            fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = os.pread(fd, 256, address)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return data.split(b"\0", 1)[0]
+
+    return read
+
+
+class PtraceMonitor:
+    """Traces one sandboxee and reports what happens to a :class:`ResultBuilder`.
+
+    Args:
+        main_pid: The sandboxee's pid, as the supervisor sees it.
+        init_pidfd: A pidfd of the namespace's init; killing it kills the namespace.
+        builder: Receives the events that decide the result.
+        on_done: Called once, when the main process and every other tracee are reaped.
+    """
+
+    def __init__(
+        self,
+        main_pid: int,
+        init_pidfd: int,
+        builder: ResultBuilder,
+        on_done: Callable[[], None],
+    ) -> None:
+        self.main_pid = main_pid
+        self._init_pidfd = init_pidfd
+        self._builder = builder
+        self._on_done = on_done
+        self._tracees: set[int] = set()
+        self._waiting_for_exec = True
+        self._main_reaped = False
+        self._killed = False
+        self.done = False
+
+    def seize(self) -> None:
+        """Attaches to the sandboxee; raises OSError if the kernel refuses."""
+        try:
+            _ptrace(PTRACE_SEIZE, self.main_pid, 0, SEIZE_OPTIONS)
+        except PtraceError as exc:
+            raise OSError(exc.errno or errno.EPERM, f"PTRACE_SEIZE failed: {exc}") from exc
+        self._tracees.add(self.main_pid)
+
+    def kill(self) -> None:
+        """Kills every process of the sandbox (idempotent, from any task of the loop)."""
+        self._killed = True
+        try:
+            signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if not self._main_reaped:
+            try:
+                os.kill(self.main_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def process_events(self) -> None:
+        """Handles every pending event of this sandbox's tracees; never blocks."""
+        if self.done:
+            return
+        try:
+            self._drain()
+        except Exception as exc:  # the monitor must end the sandbox, never the loop
+            logger.exception("ptrace monitor failed")
+            self._builder.internal_error(SetupReason.FAILED_MONITOR, f"monitor failed: {exc!r}")
+            self.kill()
+        if self._main_reaped and not self._tracees and not self.done:
+            self.done = True
+            os.close(self._init_pidfd)
+            self._on_done()
+
+    def _drain(self) -> None:
+        progress = True
+        while progress:
+            progress = False
+            for pid in list(self._tracees):
+                try:
+                    waited, status, rusage = os.wait4(pid, os.WNOHANG | _WALL)
+                except ChildProcessError:
+                    # Not traceable by us any more (e.g. a thread that vanished at exec).
+                    self._tracees.discard(pid)
+                    continue
+                if waited == 0:
+                    continue
+                progress = True
+                self._handle(pid, status, rusage)
+
+    def _handle(self, pid: int, status: int, rusage: object) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._tracees.discard(pid)
+            if pid == self.main_pid:
+                self._main_ended(status, rusage)
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        stop_signal = os.WSTOPSIG(status)
+        event = status >> 16
+        try:
+            if event == PTRACE_EVENT_SECCOMP:
+                self._seccomp_stop(pid)
+            elif event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
+                self._tracees.add(_event_message(pid))
+                _ptrace(PTRACE_CONT, pid, 0, 0)
+            elif event == PTRACE_EVENT_EXEC:
+                former = _event_message(pid)
+                if former != pid:
+                    # A non-leader thread exec'd and took over the leader's pid.
+                    self._tracees.discard(former)
+                if pid == self.main_pid:
+                    self._waiting_for_exec = False
+                _ptrace(PTRACE_CONT, pid, 0, 0)
+            elif event == PTRACE_EVENT_STOP:
+                if stop_signal in _GROUP_STOP_SIGNALS:
+                    # Stay stopped, as an untraced process would, until SIGCONT.
+                    _ptrace(PTRACE_LISTEN, pid, 0, 0)
+                else:
+                    _ptrace(PTRACE_CONT, pid, 0, 0)
+            elif event != 0:
+                _ptrace(PTRACE_CONT, pid, 0, 0)
+            else:
+                # A signal on its way to the tracee: deliver it unchanged.
+                _ptrace(PTRACE_CONT, pid, 0, stop_signal)
+        except PtraceError as exc:
+            # ESRCH: the tracee was killed while stopped; its exit is reported next.
+            if exc.errno != errno.ESRCH:
+                raise
+
+    def _seccomp_stop(self, pid: int) -> None:
+        info = _seccomp_info(pid)
+        nr = int(info.nr)
+        try:
+            arch = Arch(info.arch)
+            name = syscall_name(nr, arch) or ""
+            arch_name = arch.label
+        except ValueError:
+            name, arch_name = "", f"audit arch {info.arch:#x}"
+        args = tuple(int(a) for a in info.args)
+        if (
+            info.ret_data == TraceCode.EXEC_GATE
+            and self._waiting_for_exec
+            and pid == self.main_pid
+        ):
+            _ptrace(PTRACE_CONT, pid, 0, 0)
+            return
+        if self._waiting_for_exec and pid == self.main_pid and name == "exit_group":
+            # The exec failed and the set-up code reports its errno as the exit status.
+            self._builder.setup_failed(
+                SetupReason.FAILED_MONITOR, _exec_failure(args[0] & 0xFFFFFFFF)
+            )
+            self.kill()
+            return
+        violation = Violation(
+            syscall_name=name,
+            syscall_nr=nr,
+            args=(args[0], args[1], args[2], args[3], args[4], args[5]),
+            arch=arch_name,
+            pid=pid,
+            description=describe_syscall(name or None, nr, args, _read_string(pid)),
+        )
+        if self._waiting_for_exec:
+            self._builder.setup_failed(
+                SetupReason.FAILED_MONITOR,
+                f"the set-up made a syscall the policy forbids before exec: {violation.description}",
+            )
+        else:
+            logger.info("sandbox violation: pid %d: [%s] %s", pid, arch_name, violation.description)
+            self._builder.violation(violation)
+        # The tracee stays stopped before the syscall; the kill ends it there.
+        self.kill()
+
+    def _main_ended(self, status: int, rusage: object) -> None:
+        self._main_reaped = True
+        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        if self._waiting_for_exec and not self._killed:
+            detail = (
+                _exec_failure(exit_code)
+                if exit_code is not None
+                else f"the sandboxee died of signal {signal_number} before exec"
+            )
+            self._builder.setup_failed(SetupReason.FAILED_MONITOR, detail)
+        self._builder.main_exited(exit_code, signal_number, rusage)  # type: ignore[arg-type]
+        # Whatever the main process left behind dies with the namespace.
+        self.kill()
+
+
+def _exec_failure(error: int | None) -> str:
+    if not error:
+        return "the sandboxee exited before exec"
+    text = f"execveat of the binary failed: {os.strerror(error)}"
+    if error == errno.ENOENT:
+        text += " (a dynamic binary needs its loader and libraries: add_libraries_for_binary)"
+    return text
