@@ -8,6 +8,11 @@ Every other module uses anyio.  Two things anyio does not offer are needed here:
   delivers signals to the main thread only, so sandboxes run on a loop in the main thread.
   asyncio's own child watchers in 3.11+ (threaded or pidfd) do not use SIGCHLD and keep
   working beside it.
+  Two CPython 3.11 details matter under a storm of SIGCHLDs (a fork bomb): a listener does a
+  bounded amount of work per call and asks to be called again soon, so the loop keeps
+  reading its wake-up fd and running timers; and the wake-up fd is set not to warn when
+  full, because that warning is queued from the C signal handler through a lock, which
+  can deadlock the process (the bytes are redundant: one pending byte is enough).
 * A timer that fires whether or not any task awaits the sandbox (the wall-time limit must
   kill a sandboxee that nobody is waiting for yet), and that can be re-armed.
 """
@@ -21,18 +26,29 @@ from collections.abc import Callable
 
 from ._exceptions import SetupError
 
-__all__ = ["ChildSignalHub", "Timer", "hub_for_running_loop"]
+__all__ = [
+    "ChildSignalHub",
+    "Timer",
+    "call_when_readable",
+    "forget_readable",
+    "hub_for_running_loop",
+]
 
 
 class ChildSignalHub:
-    """Calls every registered listener on SIGCHLD, in the loop's thread."""
+    """Calls every registered listener on SIGCHLD, in the loop's thread.
+
+    A listener returns True when it stopped with work left; it is then called again on the
+    loop's next iteration, after the loop has had its turn.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._listeners: set[Callable[[], None]] = set()
+        self._listeners: set[Callable[[], bool]] = set()
+        self._due: set[Callable[[], bool]] = set()
         self._installed = False
 
-    def register(self, listener: Callable[[], None]) -> None:
+    def register(self, listener: Callable[[], bool]) -> None:
         """Adds a listener; the first one installs the signal handler."""
         if not self._installed:
             if threading.current_thread() is not threading.main_thread():
@@ -41,19 +57,37 @@ class ChildSignalHub:
                     "by SIGCHLD, which Python delivers to the main thread only"
                 )
             self._loop.add_signal_handler(signal.SIGCHLD, self._dispatch)
+            wakeup_fd = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
             self._installed = True
         self._listeners.add(listener)
 
-    def unregister(self, listener: Callable[[], None]) -> None:
-        """Removes a listener; the last one removes the signal handler."""
+    def unregister(self, listener: Callable[[], bool]) -> None:
+        """Removes a listener.  The signal handler stays for the loop's lifetime: adding
+        and removing it costs more than a sandbox run's whole monitor work."""
         self._listeners.discard(listener)
-        if not self._listeners and self._installed and not self._loop.is_closed():
-            self._loop.remove_signal_handler(signal.SIGCHLD)
-            self._installed = False
 
     def _dispatch(self) -> None:
-        for listener in list(self._listeners):
-            listener()
+        # asyncio calls this once per signal byte read from its wake-up fd: thousands of
+        # times in one loop iteration under a storm.  Each listener runs at most once per
+        # iteration, from the loop's ready queue.
+        for listener in self._listeners:
+            self.call_soon(listener)
+
+    def call_soon(self, listener: Callable[[], bool]) -> None:
+        """Calls one listener on the loop's next iteration (once, however often asked)."""
+        if listener not in self._due:
+            self._due.add(listener)
+            self._loop.call_soon(self._run, listener)
+
+    def call_later(self, delay: float, listener: Callable[[], bool]) -> None:
+        """Calls one listener after ``delay`` seconds (if it is still registered)."""
+        self._loop.call_later(delay, self.call_soon, listener)
+
+    def _run(self, listener: Callable[[], bool]) -> None:
+        self._due.discard(listener)
+        if listener in self._listeners and listener():
+            self.call_soon(listener)
 
 
 _hubs: dict[asyncio.AbstractEventLoop, ChildSignalHub] = {}
@@ -89,3 +123,21 @@ class Timer:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+
+def call_when_readable(fd: int, callback: Callable[[], None]) -> None:
+    """Calls ``callback`` once, when ``fd`` becomes readable (e.g. a pidfd: when the
+    process has exited)."""
+    loop = asyncio.get_running_loop()
+
+    def ready() -> None:
+        loop.remove_reader(fd)
+        callback()
+
+    loop.add_reader(fd, ready)
+
+
+def forget_readable(fd: int) -> None:
+    """Drops any :func:`call_when_readable` callback on ``fd``; call it before closing the
+    fd, or a later fd with the same number would inherit the registration."""
+    asyncio.get_running_loop().remove_reader(fd)

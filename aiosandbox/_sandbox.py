@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -29,7 +30,13 @@ from typing import Literal
 import anyio
 import anyio.abc
 
-from ._asyncio import ChildSignalHub, Timer, hub_for_running_loop
+from ._asyncio import (
+    ChildSignalHub,
+    Timer,
+    call_when_readable,
+    forget_readable,
+    hub_for_running_loop,
+)
 from ._exceptions import PolicyError
 from ._executor import DEVNULL, PIPE, Executor, Limits
 from ._forkserver._client import SpawnRequest, fork_server
@@ -137,6 +144,8 @@ class Sandbox:
         self._timer: Timer | None = None
         self._setup: socket.socket | None = None
         self._pid: int | None = None
+        self._init_pid = 0
+        self._init_pidfd: int | None = None
         self._kill_pending = False
         self.stdin: anyio.abc.SocketStream | None = None
         self.stdout: anyio.abc.SocketStream | None = None
@@ -179,6 +188,7 @@ class Sandbox:
             if self.stderr is not None:
                 tg.start_soon(_collect, self.stderr, output, "stderr")
             result = await self.await_result()
+        await self.aclose()
         return dataclasses.replace(
             result, stdout=output.get("stdout"), stderr=output.get("stderr")
         )
@@ -272,9 +282,12 @@ class Sandbox:
         return fds, targets, streams
 
     async def _await_setup(self, setup: socket.socket) -> None:
-        init_pid: int | None = None
         while True:
             message, sender = await _receive(setup)
+            if self._init_pidfd is None and sender:
+                # The first message comes from init, "I" or its own "E": from now on the
+                # sandbox is over only once init has exited (and with it the namespace).
+                self._watch_init(sender)
             if not message:
                 if not self._builder.decided:
                     self._builder.setup_failed(
@@ -288,21 +301,30 @@ class Sandbox:
                 self._builder.setup_failed(SetupReason.FAILED_SUBPROCESS, text)
                 self._finish()
                 return
-            if kind == b"I" and sender:
-                init_pid = sender
-            elif kind == b"R" and sender and init_pid is not None:
-                self._attach(init_pid, sender, setup)
+            if kind == b"R" and sender and self._init_pidfd is not None:
+                self._attach(sender, setup)
                 return
 
-    def _attach(self, init_pid: int, main_pid: int, setup: socket.socket) -> None:
-        assert self._hub is not None
+    def _watch_init(self, init_pid: int) -> None:
+        self._init_pid = init_pid
         try:
-            init_pidfd = os.pidfd_open(init_pid)
+            self._init_pidfd = os.pidfd_open(init_pid)
         except ProcessLookupError:
-            self._builder.setup_failed(SetupReason.FAILED_SUBPROCESS, "init died during set-up")
-            self._finish()
-            return
-        monitor = PtraceMonitor(main_pid, init_pidfd, self._builder, self._finish)
+            pass  # init is gone already: nothing left to wait for
+
+    def _attach(self, main_pid: int, setup: socket.socket) -> None:
+        assert self._hub is not None and self._init_pidfd is not None
+        hub = self._hub
+        init_pidfd = self._init_pidfd
+        monitor = PtraceMonitor(
+            main_pid,
+            self._init_pid,
+            init_pidfd,
+            self._builder,
+            self._finish,
+            lambda delay: hub.call_later(delay, monitor.process_events),
+            lambda: call_when_readable(init_pidfd, lambda: hub.call_soon(monitor.process_events)),
+        )
         try:
             monitor.seize()
         except OSError as exc:
@@ -311,8 +333,7 @@ class Sandbox:
                 f"cannot trace the sandboxee ({exc.strerror}); is ptrace allowed here "
                 "(/proc/sys/kernel/yama/ptrace_scope < 3, no seccomp forbidding ptrace)?",
             )
-            signal_init(init_pidfd)
-            os.close(init_pidfd)
+            _kill_init(self._init_pidfd)
             self._finish()
             return
         self._monitor = monitor
@@ -322,12 +343,14 @@ class Sandbox:
             monitor.kill()
         setup.send(b"G")
         self._close_setup()
-        monitor.process_events()
+        self._hub.call_soon(monitor.process_events)
 
     def _abort_setup(self) -> None:
         """Ends a set-up in progress: the children see their setup socket close and exit."""
         if self._monitor is not None:
             self._monitor.kill()
+        elif self._init_pidfd is not None:
+            _kill_init(self._init_pidfd)
         self._close_setup()
         if self._monitor is None and not self._done.is_set():
             self._finish()
@@ -338,9 +361,18 @@ class Sandbox:
             self._setup = None
 
     def _finish(self) -> None:
-        """Called once every process of the sandbox is gone (or none was made)."""
+        """Called when the sandboxee's processes are reaped (or none was made); the run
+        is over once init, whose exit ends the whole namespace, has exited too."""
         if self._done.is_set():
             return
+        pidfd = self._init_pidfd
+        if pidfd is not None:
+            if not select.select([pidfd], [], [], 0)[0]:
+                call_when_readable(pidfd, self._finish)
+                return
+            forget_readable(pidfd)
+            os.close(pidfd)
+            self._init_pidfd = None
         if self._monitor is not None and self._hub is not None:
             self._hub.unregister(self._monitor.process_events)
         if self._timer is not None:
@@ -397,6 +429,15 @@ class Sandbox:
         assert self._result is not None
         return self._result
 
+    async def aclose(self) -> None:
+        """Kills the sandboxee if it still runs, waits until it is reaped and closes the
+        stdio streams.  ``run()`` and ``async with`` do this themselves."""
+        if self._started and not self._done.is_set():
+            self.kill()
+            with anyio.move_on_after(_SHUTDOWN_GRACE, shield=True):
+                await self._done.wait()
+        await self._close_streams()
+
     async def _close_streams(self) -> None:
         for name in ("stdin", "stdout", "stderr"):
             stream = getattr(self, name)
@@ -413,11 +454,8 @@ class Sandbox:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._done.is_set():
-            self.kill()
-        with anyio.move_on_after(_SHUTDOWN_GRACE, shield=True):
-            await self._done.wait()
-            await self._close_streams()
+        with anyio.CancelScope(shield=True):
+            await self.aclose()
 
     @property
     def status(self) -> Status | None:
@@ -425,7 +463,7 @@ class Sandbox:
         return self._result.status if self._result is not None else None
 
 
-def signal_init(pidfd: int) -> None:
+def _kill_init(pidfd: int) -> None:
     """Kills a namespace's init through its pidfd (which kills the whole namespace)."""
     try:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)

@@ -144,6 +144,13 @@ class _MountAttr(ctypes.Structure):
     )
 
 
+class Channel:
+    """The setup socket's fd, which the sandboxee moves while arranging its fds."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+
 class SetupFailure(Exception):
     """A step of the sandboxee's set-up failed; the message goes to the supervisor."""
 
@@ -361,7 +368,7 @@ def _prepare_exec(request):
     return c_argv, c_envp, insns, fprog
 
 
-def _run_sandboxee(request, setup, exec_fd, fds):
+def _run_sandboxee(request, channel, exec_fd, fds):
     os.setsid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     for sig in range(1, signal.NSIG):
@@ -370,7 +377,8 @@ def _run_sandboxee(request, setup, exec_fd, fds):
                 signal.signal(sig, signal.SIG_DFL)
             except (OSError, ValueError):
                 pass
-    setup, exec_fd = _arrange_fds(fds, request["targets"], [setup, exec_fd])
+    channel.fd, exec_fd = _arrange_fds(fds, request["targets"], [channel.fd, exec_fd])
+    setup = channel.fd
     try:
         os.chdir(request["cwd"])
     except OSError as exc:
@@ -443,8 +451,9 @@ def _setrlimit(resource, soft, hard):
         raise SetupFailure("setrlimit(%d): %s" % (resource, os.strerror(ctypes.get_errno())))
 
 
-def _run_init(request, setup, exec_fd, fds, ids_mapped):
+def _run_init(request, channel, exec_fd, fds, ids_mapped):
     """Body of the namespace's init (pid 1); never returns."""
+    setup = channel.fd
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The server ignores SIGCHLD to auto-reap; init must see its sandboxee's exit.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -452,7 +461,7 @@ def _run_init(request, setup, exec_fd, fds, ids_mapped):
     os.write(setup, b"I")
     child = _raw_clone(0)
     if child == 0:
-        _report_failures(_run_sandboxee, setup, request, setup, exec_fd, fds)
+        _report_failures(_run_sandboxee, channel, request, channel, exec_fd, fds)
     # Init keeps no fd: the sandboxee's pipes must see EOF when it exits, and nothing of
     # the supervisor's may stay reachable inside the namespace.
     os.closerange(0, 65536)
@@ -469,20 +478,20 @@ def _run_init(request, setup, exec_fd, fds, ids_mapped):
             os._exit(0)
 
 
-def _report_failures(body, setup, *args):
+def _report_failures(body, channel, *args):
     """Runs a child's body; any failure is reported on the setup socket.  Never returns."""
     try:
         body(*args)
     except SetupFailure as exc:
-        _send_error(setup, str(exc))
+        _send_error(channel.fd, str(exc))
     except OSError as exc:
         tb = exc.__traceback__
         while tb.tb_next is not None:
             tb = tb.tb_next
         where = exc.filename or "%s (line %d)" % (tb.tb_frame.f_code.co_name, tb.tb_lineno)
-        _send_error(setup, "%s: %s" % (where, exc.strerror))
+        _send_error(channel.fd, "%s: %s" % (where, exc.strerror))
     except BaseException as exc:  # noqa: BLE001 - a child must never return to the loop
-        _send_error(setup, "internal error in the sandboxee set-up: %r" % (exc,))
+        _send_error(channel.fd, "internal error in the sandboxee set-up: %r" % (exc,))
     os._exit(127)
 
 
@@ -522,7 +531,8 @@ def _serve(control):
         if pid == 0:
             control.close()
             os.close(mapping_done)
-            _report_failures(_run_init, setup, request, setup, exec_fd, mapped, ids_mapped)
+            channel = Channel(setup)
+            _report_failures(_run_init, channel, request, channel, exec_fd, mapped, ids_mapped)
         if pid > 0 and request["flags"] & CLONE_NEWUSER:
             try:
                 _map_ids(pid)

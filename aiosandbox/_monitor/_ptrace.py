@@ -31,7 +31,9 @@ import ctypes
 import errno
 import logging
 import os
+import select
 import signal
+import time
 from collections.abc import Callable
 
 from ptrace.binding.func import PtraceError
@@ -81,6 +83,9 @@ SEIZE_OPTIONS = (
     | PTRACE_O_TRACESECCOMP
     | PTRACE_O_EXITKILL
 )
+
+_BATCH = 256  # wait statuses handled per call before the loop gets its turn back
+_SWEEP_ALWAYS = 32  # up to this many tracees, every quiet moment sweeps them all
 
 _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 
@@ -139,22 +144,35 @@ class PtraceMonitor:
 
     Args:
         main_pid: The sandboxee's pid, as the supervisor sees it.
-        init_pidfd: A pidfd of the namespace's init; killing it kills the namespace.
+        init_pid: The pid of the namespace's init, as the supervisor sees it.
+        init_pidfd: A pidfd of the namespace's init (the caller keeps and closes it);
+            killing init kills the namespace.
         builder: Receives the events that decide the result.
         on_done: Called once, when the main process and every other tracee are reaped.
+        call_later: Asks for :meth:`process_events` to be called after some seconds.
+        when_init_exits: Asks for :meth:`process_events` to be called once init exits.
     """
 
     def __init__(
         self,
         main_pid: int,
+        init_pid: int,
         init_pidfd: int,
         builder: ResultBuilder,
         on_done: Callable[[], None],
+        call_later: Callable[[float], None],
+        when_init_exits: Callable[[], None],
     ) -> None:
         self.main_pid = main_pid
+        self._init_pid = init_pid
         self._init_pidfd = init_pidfd
         self._builder = builder
         self._on_done = on_done
+        self._call_later = call_later
+        self._when_init_exits = when_init_exits
+        self._init_watched = False
+        self._last_sweep = 0.0
+        self._sweep_pending = False
         self._tracees: set[int] = set()
         self._waiting_for_exec = True
         self._main_reaped = False
@@ -182,36 +200,120 @@ class PtraceMonitor:
             except ProcessLookupError:
                 pass
 
-    def process_events(self) -> None:
-        """Handles every pending event of this sandbox's tracees; never blocks."""
+    def process_events(self) -> bool:
+        """Handles pending events of this sandbox's tracees; never blocks.
+
+        Returns:
+            True if it stopped with events left (a bounded batch per call keeps a fork bomb
+            from starving the loop): call it again soon.
+        """
         if self.done:
-            return
+            return False
+        self._sweep_pending = False
+        more = False
         try:
-            self._drain()
+            more = self._drain()
         except Exception as exc:  # the monitor must end the sandbox, never the loop
             logger.exception("ptrace monitor failed")
             self._builder.internal_error(SetupReason.FAILED_MONITOR, f"monitor failed: {exc!r}")
             self.kill()
-        if self._main_reaped and not self._tracees and not self.done:
-            self.done = True
-            os.close(self._init_pidfd)
-            self._on_done()
+        if self._main_reaped and not self._tracees and not more:
+            more = self._finish_if_init_exited()
+        return more and not self.done
 
-    def _drain(self) -> None:
-        progress = True
-        while progress:
-            progress = False
-            for pid in list(self._tracees):
-                try:
-                    waited, status, rusage = os.wait4(pid, os.WNOHANG | _WALL)
-                except ChildProcessError:
-                    # Not traceable by us any more (e.g. a thread that vanished at exec).
-                    self._tracees.discard(pid)
-                    continue
-                if waited == 0:
-                    continue
-                progress = True
+    def _finish_if_init_exited(self) -> bool:
+        """After the main process: the run is over once init has exited, which the kernel
+        lets happen only when every process of the namespace is reaped.  Tracees whose
+        fork event never reached us are reaped too: killed, they all end up as children
+        of init, where /proc lists them.  Returns whether there is work left now."""
+        if select.select([self._init_pidfd], [], [], 0)[0]:
+            self.done = True
+            self._on_done()
+            return False
+        try:
+            with open(f"/proc/{self._init_pid}/task/{self._init_pid}/children") as f:
+                orphans = {int(pid) for pid in f.read().split()}
+        except OSError:
+            orphans = set()
+        if orphans:
+            self._tracees |= orphans
+            return True
+        if not self._init_watched:
+            self._init_watched = True
+            self._when_init_exits()
+        return False
+
+    def _drain(self) -> bool:
+        """Drains wait statuses in a bounded batch; returns whether work may be left.
+
+        Two ways to find events, with different costs in the kernel (Linux 6.x):
+        ``wait4(pid)`` looks at that one task, O(1); ``wait4(-pgid)`` scans every task the
+        tracer traces, O(n), but finds an event among all of them, children whose fork
+        event is not handled yet included (the sandboxee leads its own process group,
+        which its threads and children share).  While the sandbox runs, the group wait
+        finds events and a per-pid sweep, rate-limited, catches tracees that left the
+        group.  Once the sandbox is being killed every known tracee is about to exit:
+        per-pid sweeps reap them in O(n), and the group wait only picks up stragglers —
+        a fork bomb of n processes would otherwise take O(n^2) to clean up.
+        """
+        if self._killed:
+            handled = self._sweep(_BATCH)
+            if handled:
+                return True
+            return self._drain_group() > 0
+        handled = self._drain_group()
+        if handled:
+            return True
+        if not self._sweep_due():
+            return False
+        return self._sweep(len(self._tracees)) > 0
+
+    def _drain_group(self) -> int:
+        handled = 0
+        while handled < _BATCH:
+            try:
+                waited, status, rusage = os.wait4(-self.main_pid, os.WNOHANG | _WALL)
+            except ChildProcessError:
+                break
+            if waited == 0:
+                break
+            handled += 1
+            self._tracees.add(waited)
+            self._handle(waited, status, rusage)
+        return handled
+
+    def _sweep(self, limit: int) -> int:
+        handled = 0
+        for pid in list(self._tracees):
+            try:
+                waited, status, rusage = os.wait4(pid, os.WNOHANG | _WALL)
+            except ChildProcessError:
+                # Not traceable by us any more (e.g. a thread that vanished at exec).
+                self._tracees.discard(pid)
+                continue
+            if waited:
+                handled += 1
                 self._handle(pid, status, rusage)
+                if handled >= limit:
+                    break
+        return handled
+
+    def _sweep_due(self) -> bool:
+        """Whether a per-pid sweep may run now; if not, one is scheduled for later.
+
+        A few tracees are swept at every quiet moment.  Many (a fork bomb) are swept at
+        most every ``n * 20 us``, so that sweeps take a bounded share of the loop.
+        """
+        now = time.monotonic()
+        interval = 0.0 if len(self._tracees) <= _SWEEP_ALWAYS else len(self._tracees) * 20e-6
+        wait = self._last_sweep + interval - now
+        if wait <= 0:
+            self._last_sweep = now
+            return True
+        if not self._sweep_pending:
+            self._sweep_pending = True
+            self._call_later(wait)
+        return False
 
     def _handle(self, pid: int, status: int, rusage: object) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):

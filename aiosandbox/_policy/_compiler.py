@@ -1,0 +1,303 @@
+"""Compile a policy's user rules into the complete seccomp program.
+
+Theory of operation
+-------------------
+The program has three parts, always in this order (Sandbox2's ``Policy::GetPolicy``):
+
+1. The *header*: a syscall from a foreign architecture (``int 0x80`` on x86-64) is killed --
+   the monitor learns the arch from the kernel, not from the return value -- and on x86-64 so
+   is an x32-ABI syscall (bit 30 of the number), which the kernel would otherwise accept under
+   ``AUDIT_ARCH_X86_64`` with a different meaning for the same rule.
+2. The *exec gate*, only for the pre-exec flavour: the sandboxee loads the filter and then
+   calls ``execveat(fd, "", argv, envp, AT_EMPTY_PATH)`` with ``EXEC_MAGIC`` in the unused
+   sixth argument; that one call returns ``TRACE(EXEC_GATE)`` so the ptrace monitor can let the
+   first exec through and refuse any later one.
+3. The *default policy* (escape hatches closed whatever the user allows: ptrace, bpf, clone3,
+   namespace-creating clone/unshare, seccomp user-notification listeners) and then the *user
+   program* (the builder's rules in call order, ending with the default action).
+
+Every part leaves ``A`` = syscall number for the next one, so the parts concatenate; no jump
+crosses a part boundary, which is what lets the exec gate be left out without relinking.
+
+The kernel-facing variant (:func:`kernel_filter`) is the same program with every verdict that
+ends the process rewritten to ``TRACE(VIOLATION)``: under the ptrace monitor a killed
+sandboxee could not be examined, while a trace stop leaves it frozen with its registers for
+the violation report. The gate's ``TRACE(EXEC_GATE)`` is the only trace kept as is, so a user
+rule returning ``TRACE(0xCAFE)`` cannot impersonate it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+
+from aiosandbox._exceptions import PolicyError
+from aiosandbox._policy._arch import Arch, syscall_number
+from aiosandbox._policy._bpf import (
+    ALLOW,
+    ARG_32,
+    BPF_JA,
+    BPF_JEQ,
+    BPF_JMP,
+    BPF_JSET,
+    BPF_K,
+    BPF_MAXINSNS,
+    BPF_RET,
+    ERRNO,
+    KILL,
+    LOAD_ARCH,
+    LOAD_SYSCALL_NR,
+    SECCOMP_RET_ACTION_FULL,
+    SECCOMP_RET_ALLOW,
+    SECCOMP_RET_ERRNO,
+    SECCOMP_RET_LOG,
+    SECCOMP_RET_TRAP,
+    SECCOMP_RET_USER_NOTIF,
+    TRACE,
+    Instruction,
+    jump,
+    pack_program,
+)
+
+__all__ = [
+    "EXEC_MAGIC",
+    "MAGIC_SYSCALL_ERRNO",
+    "MAGIC_SYSCALL_NR",
+    "TraceCode",
+    "compile_program",
+    "kernel_program",
+    "rule_allow",
+    "rule_block",
+]
+
+
+class TraceCode(enum.IntEnum):
+    """The ``SECCOMP_RET_DATA`` of the ``TRACE`` verdicts the ptrace monitor receives
+    (``PTRACE_GETEVENTMSG`` after a ``PTRACE_EVENT_SECCOMP`` stop)."""
+
+    VIOLATION = 0xCAF1
+    """The syscall is forbidden: report a violation and kill the sandbox."""
+    EXEC_GATE = 0xCAFE
+    """The pre-exec ``execveat`` that starts the sandboxee: allow exactly the first one."""
+
+
+EXEC_MAGIC = 0x921C2C34
+"""The value in ``execveat``'s sixth argument that marks the sandboxee's own exec."""
+AT_EMPTY_PATH = 0x1000
+MAGIC_SYSCALL_NR = 0x2F000FDB
+"""A syscall number no kernel has; inside a sandbox it fails with ``MAGIC_SYSCALL_ERRNO``
+instead of ENOSYS, which is how a program learns that it runs sandboxed."""
+MAGIC_SYSCALL_ERRNO = 0x0FDB
+
+_X32_SYSCALL_BIT = 0x40000000
+_ENOSYS = 38
+
+# linux/sched.h. CLONE_NEWTIME shares its bit with CSIGNAL in clone()'s flags, so it is only
+# screened for unshare(); clone3() is refused outright.
+_CLONE_NEWTIME = 0x00000080
+_CLONE_NEWNS = 0x00020000
+_CLONE_UNTRACED = 0x00800000
+_CLONE_NEWCGROUP = 0x02000000
+_CLONE_NEWUTS = 0x04000000
+_CLONE_NEWIPC = 0x08000000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
+_CLONE_NEWNET = 0x40000000
+_NAMESPACE_FLAGS = (
+    _CLONE_NEWNS
+    | _CLONE_NEWUSER
+    | _CLONE_NEWNET
+    | _CLONE_NEWUTS
+    | _CLONE_NEWCGROUP
+    | _CLONE_NEWIPC
+    | _CLONE_NEWPID
+)
+# CLONE_UNTRACED would let a child escape the ptrace monitor.
+_CLONE_FORBIDDEN = _NAMESPACE_FLAGS | _CLONE_UNTRACED
+_UNSHARE_FORBIDDEN = _NAMESPACE_FLAGS | _CLONE_NEWTIME
+_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+
+
+def _jeq(value: int, jt: int, jf: int) -> Instruction:
+    return jump(BPF_JMP | BPF_JEQ | BPF_K, value, jt, jf)
+
+
+def _jset(value: int, jt: int, jf: int) -> Instruction:
+    return jump(BPF_JMP | BPF_JSET | BPF_K, value, jt, jf)
+
+
+def _ja(distance: int) -> Instruction:
+    return jump(BPF_JMP | BPF_JA, distance, 0, 0)
+
+
+def rule_allow(nr: int) -> tuple[Instruction, ...]:
+    """``if nr == N: ALLOW`` (expects and keeps ``A`` = syscall number)."""
+    return rule_block(nr, ALLOW)
+
+
+def rule_block(nr: int, verdict: Instruction) -> tuple[Instruction, ...]:
+    """``if nr == N: verdict`` (expects and keeps ``A`` = syscall number)."""
+    return (_jeq(nr, 0, 1), verdict)
+
+
+# A chain of conditional jumps can skip at most 255 instructions; a longer syscall list is cut
+# into chunks that each end in a JA trampoline, which reaches any distance.
+_CHUNK = 254
+
+
+def rule_on_syscalls(nrs: Sequence[int], body: Sequence[Instruction]) -> tuple[Instruction, ...]:
+    """Lay out ``body`` to run for any of the syscalls ``nrs`` (inventory 4.5).
+
+    ``[if A == n1 goto B] ... [if A == nk goto B] [goto END] B: body; A := nr; END:``. The
+    body may fall through (helpers' blocks do): the reload hands ``A`` = syscall number to the
+    rules that follow.
+    """
+    if not nrs:
+        raise PolicyError("a policy block needs at least one syscall")
+    tail = (*body, LOAD_SYSCALL_NR)
+    if len(nrs) <= _CHUNK:
+        # Each test jumps over the rest of the chain and the "goto END" to reach the body.
+        head = [_jeq(nr, len(nrs) - i, 0) for i, nr in enumerate(nrs)]
+        return (*head, _ja(len(tail)), *tail)
+    chunks = [nrs[i : i + _CHUNK] for i in range(0, len(nrs), _CHUNK)]
+    out: list[Instruction] = []
+    # Each chunk: tests jumping to its trampoline (the last test skips it on a miss).
+    chain_len = sum(len(c) + 1 for c in chunks)
+    for chunk in chunks:
+        for i, nr in enumerate(chunk):
+            last = i == len(chunk) - 1
+            out.append(_jeq(nr, len(chunk) - 1 - i, 1 if last else 0))
+        # Distance from just after this trampoline to the body, past the "goto END".
+        out.append(_ja(chain_len - (len(out) + 1) + 1))
+    out.append(_ja(len(tail)))
+    out.extend(tail)
+    return tuple(out)
+
+
+def _header(arch: Arch) -> list[Instruction]:
+    out = [LOAD_ARCH, _jeq(arch.audit_arch, 1, 0), KILL, LOAD_SYSCALL_NR]
+    if arch is Arch.X86_64:
+        out += [_jset(_X32_SYSCALL_BIT, 0, 1), KILL]
+    return out
+
+
+def _exec_gate(arch: Arch) -> list[Instruction]:
+    return [
+        _jeq(syscall_number("execveat", arch), 0, 6),  # other syscalls -> past the reload
+        ARG_32(4),
+        _jeq(AT_EMPTY_PATH, 0, 3),
+        ARG_32(5),
+        _jeq(EXEC_MAGIC, 0, 1),
+        TRACE(TraceCode.EXEC_GATE),
+        LOAD_SYSCALL_NR,
+    ]
+
+
+def _screen_flags(nr: int, arg: int, flags: int) -> list[Instruction]:
+    # if nr == N and low32(arg) & flags: KILL; A := nr
+    return [_jeq(nr, 0, 4), ARG_32(arg), _jset(flags, 0, 1), KILL, LOAD_SYSCALL_NR]
+
+
+def _default_policy(
+    arch: Arch, user_handles_ptrace: bool, user_handles_bpf: bool
+) -> list[Instruction]:
+    out = list(rule_block(MAGIC_SYSCALL_NR, ERRNO(MAGIC_SYSCALL_ERRNO)))
+    if not user_handles_ptrace:
+        out += rule_block(syscall_number("ptrace", arch), KILL)
+    if not user_handles_bpf:
+        out += rule_block(syscall_number("bpf", arch), KILL)
+    # glibc falls back to clone() on ENOSYS, whose flags a classic filter can inspect; clone3
+    # passes them in memory, out of a seccomp filter's reach.
+    out += rule_block(syscall_number("clone3", arch), ERRNO(_ENOSYS))
+    out += _screen_flags(syscall_number("clone", arch), 0, _CLONE_FORBIDDEN)
+    out += _screen_flags(syscall_number("unshare", arch), 0, _UNSHARE_FORBIDDEN)
+    # A listener would let the sandboxee answer its own (or its children's) syscalls.
+    out += _screen_flags(syscall_number("seccomp", arch), 1, _SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    return out
+
+
+def compile_program(
+    *,
+    arch: Arch,
+    user_program: Iterable[Instruction],
+    pre_exec: bool,
+    user_handles_ptrace: bool = False,
+    user_handles_bpf: bool = False,
+    for_kernel: bool = False,
+) -> tuple[Instruction, ...]:
+    """Assemble the complete filter around a user program.
+
+    Args:
+        arch: the architecture the filter admits.
+        user_program: the builder's rules followed by the default action; expects
+            ``A`` = syscall number.
+        pre_exec: include the exec gate (the filter is loaded before ``execveat``).
+        user_handles_ptrace: the user blocked ptrace with an errno; do not kill it first.
+        user_handles_bpf: same for bpf.
+        for_kernel: rewrite process-ending verdicts to ``TRACE(VIOLATION)`` (see the module
+            docstring).
+
+    Raises:
+        PolicyError: the program exceeds the kernel's 4096 instructions.
+    """
+    rewrite = _to_violation if for_kernel else _identity
+    program = [rewrite(i) for i in _header(arch)]
+    if pre_exec:
+        program += _exec_gate(arch)
+    program += (rewrite(i) for i in _default_policy(arch, user_handles_ptrace, user_handles_bpf))
+    program += (rewrite(i) for i in user_program)
+    if len(program) > BPF_MAXINSNS:
+        raise PolicyError(
+            f"the compiled policy has {len(program)} instructions; the kernel accepts at most"
+            f" {BPF_MAXINSNS}"
+        )
+    return tuple(program)
+
+
+# Verdicts that leave the process alive (or that the kernel handles without a tracer).
+_PASS_THROUGH = frozenset(
+    {
+        SECCOMP_RET_ALLOW,
+        SECCOMP_RET_ERRNO,
+        SECCOMP_RET_TRAP,
+        SECCOMP_RET_LOG,
+        SECCOMP_RET_USER_NOTIF,
+    }
+)
+_VIOLATION = TRACE(TraceCode.VIOLATION)
+
+
+def _identity(insn: Instruction) -> Instruction:
+    return insn
+
+
+def _to_violation(insn: Instruction) -> Instruction:
+    # KILL_PROCESS, KILL_THREAD, any TRACE, and unknown actions (which the kernel treats as
+    # KILL_PROCESS, kernel/seccomp.c) all become a violation stop. RET A is computed at run
+    # time and cannot be rewritten; whatever it returns, the kernel enforces it.
+    if insn.code != BPF_RET | BPF_K:
+        return insn
+    if insn.k & SECCOMP_RET_ACTION_FULL in _PASS_THROUGH:
+        return insn
+    return _VIOLATION
+
+
+def kernel_program(
+    *,
+    arch: Arch,
+    user_program: Sequence[Instruction],
+    pre_exec: bool,
+    user_handles_ptrace: bool,
+    user_handles_bpf: bool,
+) -> bytes:
+    """The packed kernel-facing program; see :func:`compile_program`."""
+    return pack_program(
+        compile_program(
+            arch=arch,
+            user_program=user_program,
+            pre_exec=pre_exec,
+            user_handles_ptrace=user_handles_ptrace,
+            user_handles_bpf=user_handles_bpf,
+            for_kernel=True,
+        )
+    )

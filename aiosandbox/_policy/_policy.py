@@ -1,0 +1,165 @@
+"""The built policy: an immutable value the sandbox, the fork server and the monitor share."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+from aiosandbox._policy._arch import HOST_ARCH, Arch, syscall_name
+from aiosandbox._policy._bpf import Instruction
+from aiosandbox._policy._compiler import compile_program, kernel_program
+
+__all__ = [
+    "DEFAULT_HOSTNAME",
+    "AllowedEndpoint",
+    "Mount",
+    "MountKind",
+    "Policy",
+    "kernel_filter",
+]
+
+DEFAULT_HOSTNAME = "sandbox2"
+
+
+class MountKind(enum.Enum):
+    """What a :class:`Mount` puts at its target inside the sandbox."""
+
+    FILE = "file"
+    """A bind mount of one host file."""
+    DIRECTORY = "directory"
+    """A recursive bind mount of a host directory."""
+    TMPFS = "tmpfs"
+    """A fresh tmpfs of a given size."""
+    PROC = "proc"
+    """A fresh, read-only procfs of the sandbox's pid namespace (never the host's /proc)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One entry of the sandbox's mount tree, in the order the builder received them.
+
+    Attributes:
+        kind: what is mounted.
+        target: the absolute, canonical path inside the sandbox.
+        source: the host path for ``FILE`` and ``DIRECTORY``; None for ``TMPFS`` and ``PROC``.
+        writable: False mounts read-only (``PROC`` always is).
+        size: the size limit in bytes of a ``TMPFS``; None otherwise.
+    """
+
+    kind: MountKind
+    target: str
+    source: str | None
+    writable: bool
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedEndpoint:
+    """A network-proxy rule: connections to ``network`` (and ``port``, 0 = any) are allowed.
+
+    Attributes:
+        network: an IPv4 or IPv6 network; an address matches when it lies inside it.
+        port: the TCP/UDP port, or 0 for every port.
+    """
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    port: int
+
+    def matches(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bool:
+        """True if a connection to ``address``:``port`` is allowed by this rule.
+
+        IPv4 and IPv6 never match each other: an IPv4-mapped IPv6 address is not checked
+        against IPv4 rules, as in Sandbox2.
+        """
+        if address.version != self.network.version:
+            return False
+        return address in self.network and self.port in (0, port)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A built sandbox policy: the seccomp program plus the sandbox's shape.
+
+    Made by :meth:`PolicyBuilder.build`; immutable and safe to share between sandboxes.
+
+    Attributes:
+        user_program: the builder's rules and default action; the complete filter wraps it.
+        program: the complete filter (pre-exec flavour, verdicts as written): an arch check,
+            the exec gate, the default policy, then ``user_program``. Inspect it with
+            :func:`aiosandbox.bpf.evaluate` and :func:`aiosandbox.bpf.disassemble`.
+        mounts: the mount tree entries in call order.
+        hostname: the UTS hostname inside the sandbox.
+        namespaces: whether the sandboxee gets its own namespaces (mount, pid, user, uts,
+            ipc, and network unless ``unrestricted_networking``).
+        unrestricted_networking: whether the sandboxee shares the host's network namespace.
+        allowed_endpoints: the network-proxy allowlist (``allow_ipv4``/``allow_ipv6``).
+        arch: the architecture the filter admits.
+        user_handles_ptrace: the user blocked ptrace with an errno, so the default policy
+            does not kill it.
+        user_handles_bpf: same for bpf.
+        rule_syscalls: the syscall numbers the builder's rules name, in first-use order.
+    """
+
+    user_program: tuple[Instruction, ...]
+    mounts: tuple[Mount, ...] = ()
+    hostname: str = DEFAULT_HOSTNAME
+    namespaces: bool = True
+    unrestricted_networking: bool = False
+    allowed_endpoints: tuple[AllowedEndpoint, ...] = ()
+    arch: Arch = HOST_ARCH
+    user_handles_ptrace: bool = field(default=False, repr=False)
+    user_handles_bpf: bool = field(default=False, repr=False)
+    rule_syscalls: tuple[int, ...] = field(default=(), repr=False)
+    program: tuple[Instruction, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Compiled once here so that a Policy that exists is one the kernel will accept.
+        program = compile_program(
+            arch=self.arch,
+            user_program=self.user_program,
+            pre_exec=True,
+            user_handles_ptrace=self.user_handles_ptrace,
+            user_handles_bpf=self.user_handles_bpf,
+        )
+        object.__setattr__(self, "program", program)
+        # kernel_filter() results by pre_exec flavour: a policy is typically run many times,
+        # and re-packing costs a noticeable share of a sandbox's start-up.
+        object.__setattr__(self, "_kernel_filters", {})
+
+    def syscalls(self) -> tuple[str, ...]:
+        """The names of the syscalls the user rules mention, in first-use order."""
+        return tuple(syscall_name(nr, self.arch) or f"syscall_{nr}" for nr in self.rule_syscalls)
+
+
+def kernel_filter(policy: Policy, *, pre_exec: bool = True) -> bytes:
+    """Return the filter the ptrace monitor loads, packed as ``struct sock_filter[]``.
+
+    It is :attr:`Policy.program` with every ``RET`` whose action is KILL_PROCESS,
+    KILL_THREAD, TRACE (any value) or unknown rewritten to ``TRACE(TraceCode.VIOLATION)``, so
+    that the monitor sees the forbidden syscall in a trace stop instead of a dead process.
+    ``TRAP``, ``ERRNO``, ``ALLOW``, ``LOG`` and ``USER_NOTIF`` are left as written, and so is the
+    exec gate's ``TRACE(TraceCode.EXEC_GATE)``.
+
+    Args:
+        policy: the built policy.
+        pre_exec: include the exec gate. False for a filter applied after exec, by
+            ``Client.sandbox_me_here()``.
+
+    Returns:
+        ``8 * n`` bytes: ``<code u16, jt u8, jf u8, k u32>`` per instruction, native order.
+
+    Raises:
+        PolicyError: the program is too long for the kernel.
+    """
+    cache: dict[bool, bytes] = policy.__dict__["_kernel_filters"]
+    packed = cache.get(pre_exec)
+    if packed is None:
+        packed = cache[pre_exec] = kernel_program(
+            arch=policy.arch,
+            user_program=policy.user_program,
+            pre_exec=pre_exec,
+            user_handles_ptrace=policy.user_handles_ptrace,
+            user_handles_bpf=policy.user_handles_bpf,
+        )
+    return packed

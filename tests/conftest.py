@@ -1,0 +1,128 @@
+"""Shared fixtures: the compiled test sandboxees, and a check that no test leaks.
+
+Every test is checked, after it ends, for what a sandbox must never leave behind: a child
+process of the supervisor or of the fork server, an open fd, a new mount.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from aiosandbox._forkserver._client import fork_server
+
+SOURCES = Path(__file__).parent / "sandboxees"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths of the compiled test sandboxees (see tests/sandboxees/testcase.c)."""
+
+    static: str
+    dynamic: str
+
+
+def compile_c(source: Path, output: Path, *flags: str) -> str:
+    """Compiles one C sandboxee with gcc; skips the test if there is no gcc."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the C sandboxees")
+    subprocess.run(
+        ["gcc", "-O2", "-pthread", *flags, "-o", str(output), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    return str(output)
+
+
+@pytest.fixture(scope="session")
+def build_dir() -> Iterator[Path]:
+    # World-readable, so that the same binaries serve a run as an unprivileged user.
+    path = Path(tempfile.mkdtemp(prefix="aiosandbox-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def binaries(build_dir: Path) -> Binaries:
+    source = SOURCES / "testcase.c"
+    return Binaries(
+        static=compile_c(source, build_dir / "testcase_static", "-static"),
+        dynamic=compile_c(source, build_dir / "testcase_dynamic"),
+    )
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parens: the fields after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+def _open_fds() -> set[str]:
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.add(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass  # the fd of the listing itself
+    return fds
+
+
+def _mounts() -> bytes:
+    with open("/proc/self/mountinfo", "rb") as f:
+        return f.read()
+
+
+def _leftover_processes() -> set[int]:
+    server = fork_server.pid
+    leftovers = _children(os.getpid()) - {server}
+    if server is not None:
+        leftovers |= _children(server)
+    return leftovers
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fails a test that leaves a process, an fd or a mount behind."""
+    fds_before = _open_fds()
+    processes_before = _leftover_processes()
+    mounts_before = _mounts()
+    yield
+    deadline = time.monotonic() + 3
+    while True:
+        processes = _leftover_processes() - processes_before
+        fds = _open_fds() - fds_before
+        # The fork server's control socket appears with the first sandbox of the session.
+        fds = {fd for fd in fds if "socket:" not in fd or not _is_fork_server_socket(fd)}
+        if not processes and not fds:
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert not processes, f"processes left behind: {processes}"
+    assert not fds, f"fds left open: {sorted(fds)}"
+    assert _mounts() == mounts_before, "the mount table changed"
+
+
+def _is_fork_server_socket(fd_line: str) -> bool:
+    control = fork_server._control
+    return control is not None and fd_line.startswith(f"{control.fileno()} ->")

@@ -1,0 +1,744 @@
+"""PolicyBuilder and the compiled program: pure, no kernel."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import ipaddress
+import mmap
+from pathlib import Path
+
+import pytest
+
+from aiosandbox import bpf
+from aiosandbox._exceptions import PolicyError
+from aiosandbox._policy import (
+    EXEC_MAGIC,
+    HOST_ARCH,
+    MAGIC_SYSCALL_ERRNO,
+    MAGIC_SYSCALL_NR,
+    AllowedEndpoint,
+    Arch,
+    Mount,
+    MountKind,
+    Policy,
+    PolicyBuilder,
+    TraceCode,
+    kernel_filter,
+    syscall_name,
+    syscall_number,
+    unpack_program,
+)
+
+pytestmark = pytest.mark.skipif(HOST_ARCH is not Arch.X86_64, reason="x86-64 syscall numbers")
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNS = 0x00020000
+CLONE_UNTRACED = 0x00800000
+CLONE_THREAD_FLAGS = 0x003D0F00  # what glibc's pthread_create passes
+SIGCHLD = 17
+AT_EMPTY_PATH = 0x1000
+PROT_NONE = 0
+PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
+MAP_ANON_PRIVATE = mmap.MAP_ANONYMOUS | mmap.MAP_PRIVATE
+VIOLATION = bpf.TRACE(TraceCode.VIOLATION)
+
+
+def kernel_program(policy: Policy, *, pre_exec: bool = True) -> tuple[bpf.Instruction, ...]:
+    return unpack_program(kernel_filter(policy, pre_exec=pre_exec))
+
+
+# --- syscall tables --------------------------------------------------------------------------
+
+
+def test_syscall_tables() -> None:
+    assert syscall_number("read") == 0
+    assert syscall_number("openat", Arch.AARCH64) == 56
+    assert syscall_number("open", Arch.I386) == 5
+    assert syscall_name(2) == "open"
+    assert syscall_name(1 << 20) is None
+    assert syscall_name(-1) is None
+    with pytest.raises(PolicyError, match="unknown syscall 'open' on aarch64"):
+        syscall_number("open", Arch.AARCH64)
+    with pytest.raises(PolicyError, match="unknown syscall"):
+        syscall_number("frobnicate")
+    assert Arch.parse("amd64") is Arch.X86_64
+    assert Arch(0x40000003) is Arch.I386
+    assert Arch.AARCH64.label == "aarch64"
+
+
+# --- the fixed parts of the program ----------------------------------------------------------
+
+
+def test_default_is_kill_and_default_action_allow() -> None:
+    assert bpf.evaluate(PolicyBuilder().build(), "getpid") == bpf.KILL
+    allow_all = PolicyBuilder().default_action(bpf.ALLOW).build()
+    assert bpf.evaluate(allow_all, "getpid") == bpf.ALLOW
+    assert bpf.evaluate(PolicyBuilder().danger_default_allow_all().build(), "read") == bpf.ALLOW
+    errno_default = PolicyBuilder().default_action(bpf.ERRNO(errno.EPERM)).build()
+    assert bpf.evaluate(errno_default, "getpid") == bpf.ERRNO(errno.EPERM)
+    with pytest.raises(PolicyError, match="default action"):
+        PolicyBuilder().default_action(bpf.ARG_32(0))
+
+
+@pytest.mark.parametrize("arch", ["i386", "aarch64"])
+def test_foreign_arch_is_killed(arch: str) -> None:
+    policy = PolicyBuilder().default_action(bpf.ALLOW).build()
+    # i386 number 1 is exit, 20 is getpid: allowed natively, killed through int 0x80.
+    for nr in (1, 20, 172):
+        assert bpf.evaluate(policy, nr, arch=arch) == bpf.KILL
+    assert bpf.evaluate(policy, 1) == bpf.ALLOW
+
+
+def test_x32_syscalls_are_killed() -> None:
+    policy = PolicyBuilder().default_action(bpf.ALLOW).allow_syscall("read").build()
+    assert bpf.evaluate(policy, 0x40000000 | 0) == bpf.KILL
+    assert bpf.evaluate(policy, 0x40000000 | 39) == bpf.KILL
+    assert bpf.evaluate(policy, 0x40000000 | 512) == bpf.KILL
+
+
+def test_policy_for_another_arch() -> None:
+    policy = PolicyBuilder(arch="aarch64").allow_open().allow_exit().build()
+    assert policy.arch is Arch.AARCH64
+    assert bpf.evaluate(policy, "openat") == bpf.ALLOW  # policy's own arch by default
+    assert bpf.evaluate(policy, "exit_group", arch="aarch64") == bpf.ALLOW
+    assert bpf.evaluate(policy, 56, arch="x86_64") == bpf.KILL  # foreign arch
+    # allow_open adds only what aarch64 has: openat, not open/creat.
+    assert set(policy.syscalls()) == {"openat", "exit", "exit_group"}
+    # No x32 check on aarch64: its program is shorter.
+    x86 = PolicyBuilder().allow_open().allow_exit().build()
+    assert len(x86.program) > len(policy.program)
+
+
+def test_magic_syscall() -> None:
+    policy = PolicyBuilder().default_action(bpf.ALLOW).build()
+    assert bpf.evaluate(policy, MAGIC_SYSCALL_NR) == bpf.ERRNO(MAGIC_SYSCALL_ERRNO)
+    assert bpf.evaluate(PolicyBuilder().build(), MAGIC_SYSCALL_NR) == bpf.ERRNO(4059)
+
+
+def test_ptrace_and_bpf_are_killed_even_when_allowed() -> None:
+    policy = PolicyBuilder().allow_syscalls(["ptrace", "bpf"]).default_action(bpf.ALLOW).build()
+    assert bpf.evaluate(policy, "ptrace") == bpf.KILL
+    assert bpf.evaluate(policy, "bpf") == bpf.KILL
+
+
+def test_ptrace_and_bpf_can_be_blocked_with_errno() -> None:
+    policy = PolicyBuilder().block_syscalls_with_errno(["ptrace", "bpf"], errno.EPERM).build()
+    assert bpf.evaluate(policy, "ptrace") == bpf.ERRNO(errno.EPERM)
+    assert bpf.evaluate(policy, "bpf") == bpf.ERRNO(errno.EPERM)
+    # A block that loses to an earlier allow must not lift the default kill.
+    policy = PolicyBuilder().allow_syscall("ptrace").block_syscall_with_errno("ptrace", 1).build()
+    assert bpf.evaluate(policy, "ptrace") == bpf.KILL
+
+
+def test_policies_on_bpf_or_ptrace_are_rejected() -> None:
+    for name in ("bpf", "ptrace"):
+        with pytest.raises(PolicyError, match=f"cannot add a policy for the {name} syscall"):
+            PolicyBuilder().add_policy_on_syscalls(["read", name], [bpf.ALLOW])
+
+
+def test_clone3_and_namespace_escapes() -> None:
+    policy = PolicyBuilder().allow_fork().allow_syscalls(["unshare", "seccomp"]).build()
+    assert bpf.evaluate(policy, "clone3") == bpf.ERRNO(errno.ENOSYS)
+    assert bpf.evaluate(policy, "clone", (SIGCHLD,)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "clone", (CLONE_THREAD_FLAGS,)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "clone", (SIGCHLD | CLONE_NEWUSER,)) == bpf.KILL
+    assert bpf.evaluate(policy, "clone", (CLONE_NEWNS,)) == bpf.KILL
+    assert bpf.evaluate(policy, "clone", (CLONE_UNTRACED,)) == bpf.KILL
+    assert bpf.evaluate(policy, "unshare", (0x400,)) == bpf.ALLOW  # CLONE_FILES
+    assert bpf.evaluate(policy, "unshare", (CLONE_NEWUSER,)) == bpf.KILL
+    assert bpf.evaluate(policy, "unshare", (0x80,)) == bpf.KILL  # CLONE_NEWTIME
+    assert bpf.evaluate(policy, "seccomp", (1, 0)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "seccomp", (1, 1 << 3)) == bpf.KILL  # NEW_LISTENER
+
+
+def test_exec_gate() -> None:
+    policy = PolicyBuilder().build()
+    gate = (3, 0, 0, 0, AT_EMPTY_PATH, EXEC_MAGIC)
+    assert bpf.evaluate(policy, "execveat", gate) == bpf.TRACE(TraceCode.EXEC_GATE)
+    # The high halves are not compared (low32, as in Sandbox2).
+    high = (3, 0, 0, 0, AT_EMPTY_PATH | 1 << 32, EXEC_MAGIC | 1 << 32)
+    assert bpf.evaluate(policy, "execveat", high) == bpf.TRACE(TraceCode.EXEC_GATE)
+    assert bpf.evaluate(policy, "execveat", (3, 0, 0, 0, AT_EMPTY_PATH, 0)) == bpf.KILL
+    assert bpf.evaluate(policy, "execveat", (3, 0, 0, 0, 0, EXEC_MAGIC)) == bpf.KILL
+    assert bpf.evaluate(policy, "execve") == bpf.KILL
+    allowed = PolicyBuilder().allow_syscall("execveat").build()
+    assert bpf.evaluate(allowed, "execveat", (3, 0, 0, 0, 0, 0)) == bpf.ALLOW
+
+
+# --- rule order ------------------------------------------------------------------------------
+
+
+def test_block_with_errno() -> None:
+    policy = PolicyBuilder().block_syscall_with_errno("open", errno.ENOENT).build()
+    assert bpf.evaluate(policy, "open") == bpf.ERRNO(errno.ENOENT)
+    with pytest.raises(PolicyError):
+        PolicyBuilder().block_syscall_with_errno("open", 1 << 16)
+
+
+def test_first_decision_wins() -> None:
+    blocked_first = PolicyBuilder().block_syscall_with_errno("read", errno.EIO).allow_read()
+    assert bpf.evaluate(blocked_first.build(), "read") == bpf.ERRNO(errno.EIO)
+    assert bpf.evaluate(blocked_first.build(), "readv") == bpf.ALLOW
+    allowed_first = PolicyBuilder().allow_read().block_syscall_with_errno("read", errno.EIO)
+    assert bpf.evaluate(allowed_first.build(), "read") == bpf.ALLOW
+    # A later decision for the same syscall emits nothing.
+    base = PolicyBuilder().allow_syscall("read")
+    longer = base.copy().allow_syscall("read").allow_syscall(0).block_syscall_with_errno("read", 1)
+    assert base.build().program == longer.build().program
+
+
+def test_policy_blocks_are_always_appended_in_order() -> None:
+    policy = (
+        PolicyBuilder()
+        .add_policy_on_syscall("umask", [bpf.ARG_32(0), bpf.JEQ32(1, bpf.ALLOW), bpf.ERRNO(9)])
+        .add_policy_on_syscall("umask", [bpf.ALLOW])  # unreachable: the first block decides
+        .add_policy_on_syscalls(
+            ["getuid", "getgid"], [bpf.ARG_32(0), bpf.JEQ32(2, bpf.ERRNO(42)), bpf.ERRNO(43)]
+        )
+        .allow_syscall("getuid")
+        .build()
+    )
+    assert bpf.evaluate(policy, "umask", (1,)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "umask", (0,)) == bpf.ERRNO(9)
+    assert bpf.evaluate(policy, "getuid", (2,)) == bpf.ERRNO(42)
+    assert bpf.evaluate(policy, "getgid", (0,)) == bpf.ERRNO(43)
+    assert bpf.evaluate(policy, "getpid") == bpf.KILL
+    grown = PolicyBuilder().add_policy_on_syscall("umask", [bpf.ALLOW])
+    one = len(grown.build().program)
+    assert len(grown.add_policy_on_syscall("umask", [bpf.ALLOW]).build().program) > one
+
+
+def test_helper_blocks_fall_through_to_later_rules() -> None:
+    policy = (
+        PolicyBuilder().allow_safe_fcntl().block_syscall_with_errno("fcntl", errno.EPERM).build()
+    )
+    assert bpf.evaluate(policy, "fcntl", (3, 1)) == bpf.ALLOW  # F_GETFD
+    assert bpf.evaluate(policy, "fcntl", (3, 1030)) == bpf.ALLOW  # F_DUPFD_CLOEXEC
+    assert bpf.evaluate(policy, "fcntl", (3, 8)) == bpf.ERRNO(errno.EPERM)  # F_SETOWN
+
+
+def test_long_syscall_lists_use_trampolines() -> None:
+    numbers = list(range(1000, 1600))
+    policy = (
+        PolicyBuilder()
+        .add_policy_on_syscalls(numbers, [bpf.ARG_32(0), bpf.JEQ32(7, bpf.ALLOW), bpf.ERRNO(5)])
+        .allow_syscall("getpid")
+        .build()
+    )
+    for nr in (1000, 1253, 1254, 1255, 1508, 1599):
+        assert bpf.evaluate(policy, nr, (7,)) == bpf.ALLOW, nr
+        assert bpf.evaluate(policy, nr, (8,)) == bpf.ERRNO(5), nr
+    assert bpf.evaluate(policy, 999) == bpf.KILL
+    assert bpf.evaluate(policy, 1600) == bpf.KILL
+    assert bpf.evaluate(policy, "getpid") == bpf.ALLOW
+
+
+def test_program_too_long_fails_at_build() -> None:
+    builder = PolicyBuilder().allow_syscalls(range(1000, 4000))
+    with pytest.raises(PolicyError, match="at most 4096"):
+        builder.build()
+
+
+def test_bad_syscalls_raise_at_the_call() -> None:
+    with pytest.raises(PolicyError, match="unknown syscall 'frobnicate'"):
+        PolicyBuilder().allow_syscall("frobnicate")
+    with pytest.raises(PolicyError, match="unknown syscall"):
+        PolicyBuilder().allow_syscalls(["read", "frobnicate"])
+    with pytest.raises(PolicyError):
+        PolicyBuilder().allow_syscall(-1)
+    with pytest.raises(PolicyError):
+        PolicyBuilder().allow_syscall(True)
+    with pytest.raises(PolicyError, match="list of syscalls"):
+        PolicyBuilder().allow_syscalls("read")
+    with pytest.raises(PolicyError, match="at least one syscall"):
+        PolicyBuilder().add_policy_on_syscalls([], [bpf.ALLOW])
+    with pytest.raises(PolicyError, match="unknown syscall"):
+        PolicyBuilder().add_policy_on_syscall("frobnicate", [bpf.ALLOW])
+    # An unnamed number is accepted, as in Sandbox2.
+    assert bpf.evaluate(PolicyBuilder().allow_syscall(999).build(), 999) == bpf.ALLOW
+
+
+# --- kernel filter ---------------------------------------------------------------------------
+
+
+def test_kernel_filter_rewrites_process_ending_verdicts() -> None:
+    policy = (
+        PolicyBuilder()
+        .allow_syscall("read")
+        .block_syscall_with_errno("open", errno.ENOENT)
+        .add_policy_on_syscall("write", [bpf.ARG(0), bpf.JEQ(1, bpf.ALLOW), bpf.KILL])
+        .add_policy_on_syscall("close", [bpf.TRAP])
+        .add_policy_on_syscall("dup", [bpf.TRACE(TraceCode.EXEC_GATE)])  # no impersonation
+        .add_policy_on_syscall("dup2", [bpf.KILL_THREAD])
+        .add_policy_on_syscall("dup3", [bpf.LOG])
+        .build()
+    )
+    program = kernel_program(policy)
+    assert len(kernel_filter(policy)) == 8 * len(policy.program) == 8 * len(program)
+    assert bpf.evaluate(program, "read") == bpf.ALLOW
+    assert bpf.evaluate(program, "open") == bpf.ERRNO(errno.ENOENT)
+    assert bpf.evaluate(program, "write", (1,)) == bpf.ALLOW
+    assert bpf.evaluate(program, "write", (2,)) == VIOLATION
+    assert bpf.evaluate(program, "close") == bpf.TRAP
+    assert bpf.evaluate(program, "dup") == VIOLATION
+    assert bpf.evaluate(program, "dup2") == VIOLATION
+    assert bpf.evaluate(program, "dup3") == bpf.LOG
+    assert bpf.evaluate(program, "getpid") == VIOLATION  # the default KILL
+    assert bpf.evaluate(program, "ptrace") == VIOLATION
+    assert bpf.evaluate(program, 0x40000000) == VIOLATION
+    assert bpf.evaluate(program, "read", arch="i386") == VIOLATION
+    gate = (3, 0, 0, 0, AT_EMPTY_PATH, EXEC_MAGIC)
+    assert bpf.evaluate(program, "execveat", gate) == bpf.TRACE(TraceCode.EXEC_GATE)
+    # No process-ending verdict survives anywhere in the program.
+    returns = {insn.k & 0xFFFF0000 for insn in program if insn.is_return}
+    assert returns <= {0x7FFF0000, 0x00050000, 0x00030000, 0x7FFC0000, 0x7FF00000}
+    traces = {insn.k for insn in program if insn.is_return and insn.k >> 16 == 0x7FF0}
+    assert traces == {bpf.TRACE(TraceCode.VIOLATION).k, bpf.TRACE(TraceCode.EXEC_GATE).k}
+
+
+def test_kernel_filter_post_exec_has_no_gate() -> None:
+    policy = PolicyBuilder().allow_syscall("getpid").build()
+    post = kernel_program(policy, pre_exec=False)
+    assert len(post) == len(policy.program) - 7
+    gate = (3, 0, 0, 0, AT_EMPTY_PATH, EXEC_MAGIC)
+    assert bpf.evaluate(post, "execveat", gate) == VIOLATION
+    assert bpf.evaluate(post, "getpid") == bpf.ALLOW
+
+
+def test_trace_codes() -> None:
+    assert int(TraceCode.VIOLATION) == 0xCAF1
+    assert int(TraceCode.EXEC_GATE) == 0xCAFE
+    assert EXEC_MAGIC == 0x921C2C34
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def test_plain_helpers() -> None:
+    policy = (
+        PolicyBuilder()
+        .allow_exit()
+        .allow_read()
+        .allow_write()
+        .allow_open()
+        .allow_stat()
+        .allow_time()
+        .allow_mmap()
+        .allow_epoll()
+        .allow_get_ids()
+        .allow_handle_signals()
+        .build()
+    )
+    for name in (
+        "exit_group",
+        "pread64",
+        "pwritev",
+        "creat",
+        "openat",
+        "newfstatat",
+        "statfs",
+        "clock_gettime",
+        "mmap",
+        "epoll_pwait2",
+        "epoll_ctl",
+        "getresgid",
+        "rt_sigreturn",
+        "sigaltstack",
+    ):
+        assert bpf.evaluate(policy, name) == bpf.ALLOW, name
+    assert bpf.evaluate(policy, "mmap", (0, 4096, 7, 0x22, -1, 0)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "getpid") == bpf.KILL
+
+
+@pytest.mark.parametrize(
+    ("helper", "allowed"),
+    [
+        ("allow_access", ["access", "faccessat", "faccessat2"]),
+        ("allow_dup", ["dup", "dup2", "dup3"]),
+        ("allow_pipe", ["pipe", "pipe2"]),
+        ("allow_chmod", ["chmod", "fchmod", "fchmodat"]),
+        ("allow_chown", ["chown", "lchown", "fchown", "fchownat"]),
+        ("allow_readdir", ["getdents", "getdents64"]),
+        ("allow_readlink", ["readlink", "readlinkat"]),
+        ("allow_link", ["link", "linkat"]),
+        ("allow_symlink", ["symlink", "symlinkat"]),
+        ("allow_mkdir", ["mkdir", "mkdirat"]),
+        ("allow_utime", ["futimesat", "utime", "utimes", "utimensat"]),
+        ("allow_unlink", ["rmdir", "unlink", "unlinkat"]),
+        ("allow_rename", ["rename", "renameat", "renameat2"]),
+        ("allow_event_fd", ["eventfd", "eventfd2"]),
+        ("allow_poll", ["poll", "ppoll"]),
+        ("allow_select", ["select", "pselect6"]),
+        ("allow_epoll_wait", ["epoll_wait", "epoll_pwait", "epoll_pwait2"]),
+        ("allow_inotify", ["inotify_init", "inotify_init1", "inotify_rm_watch", "close"]),
+        ("allow_fork", ["fork", "vfork", "clone"]),
+        ("allow_wait", ["wait4"]),
+        ("allow_alarm", ["alarm", "setitimer"]),
+        ("allow_posix_timers", ["timer_create", "timer_delete", "timer_getoverrun"]),
+        ("allow_kill", ["kill", "tgkill", "tkill"]),
+        ("allow_sleep", ["clock_nanosleep", "nanosleep"]),
+        ("allow_get_pids", ["getpid", "getppid", "gettid"]),
+        ("allow_get_pgids", ["getpgid", "getpgrp"]),
+        ("allow_set_rlimit", ["prlimit64", "setrlimit"]),
+        ("allow_mlock", ["mlock", "munlock", "mlock2"]),
+    ],
+)
+def test_list_helpers(helper: str, allowed: list[str]) -> None:
+    policy = getattr(PolicyBuilder(), helper)().build()
+    for name in allowed:
+        assert bpf.evaluate(policy, name) == bpf.ALLOW, name
+    assert bpf.evaluate(policy, "execve") == bpf.KILL
+
+
+def test_static_startup() -> None:
+    policy = PolicyBuilder().allow_static_startup().build()
+    for name in ("uname", "brk", "set_tid_address", "set_robust_list", "rt_sigprocmask"):
+        assert bpf.evaluate(policy, name) == bpf.ALLOW, name
+    assert bpf.evaluate(policy, "getrlimit") == bpf.ALLOW
+    assert bpf.evaluate(policy, "prlimit64", (0, 7, 0, 0)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "prlimit64", (0, 7, 1 << 32, 0)) == bpf.KILL
+    assert bpf.evaluate(policy, "rt_sigaction", (32,)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "rt_sigaction", (33,)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "rt_sigaction", (11,)) == bpf.KILL
+    assert bpf.evaluate(policy, "futex", (0, 9)) == bpf.ALLOW  # FUTEX_WAIT_BITSET
+    assert bpf.evaluate(policy, "futex", (0, 9 | 128)) == bpf.ALLOW  # ... _PRIVATE
+    assert bpf.evaluate(policy, "futex", (0, 0)) == bpf.KILL  # FUTEX_WAIT
+    assert bpf.evaluate(policy, "arch_prctl", (0x1002,)) == bpf.ALLOW  # ARCH_SET_FS
+    assert bpf.evaluate(policy, "arch_prctl", (0x1001,)) == bpf.KILL  # ARCH_SET_GS
+    assert bpf.evaluate(policy, "mprotect", (0, 4096, mmap.PROT_READ)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "mprotect", (0, 4096, PROT_RW)) == bpf.KILL
+    # Overridable rules: errnos unless the user decides.
+    assert bpf.evaluate(policy, "readlink") == bpf.ERRNO(errno.ENOENT)
+    assert bpf.evaluate(policy, "sigaltstack") == bpf.ERRNO(errno.ENOSYS)
+    overridden = PolicyBuilder().allow_static_startup().allow_readlink().build()
+    assert bpf.evaluate(overridden, "readlinkat") == bpf.ALLOW
+    allow_all = PolicyBuilder().allow_static_startup().default_action(bpf.ALLOW).build()
+    assert bpf.evaluate(allow_all, "sigaltstack") == bpf.ALLOW
+
+
+def test_dynamic_startup() -> None:
+    policy = PolicyBuilder().allow_dynamic_startup().build()
+    for name in ("access", "openat", "read", "newfstatat", "lseek", "close", "munmap"):
+        assert bpf.evaluate(policy, name) == bpf.ALLOW, name
+    assert bpf.evaluate(policy, "rt_sigaction", (32,)) == bpf.ALLOW  # static startup too
+    rx = mmap.PROT_READ | mmap.PROT_EXEC
+    for prot in (mmap.PROT_READ, PROT_NONE, PROT_RW, rx):
+        assert bpf.evaluate(policy, "mprotect", (0, 4096, prot)) == bpf.ALLOW, prot
+    assert bpf.evaluate(policy, "mprotect", (0, 4096, PROT_RW | mmap.PROT_EXEC)) == bpf.KILL
+    private, fixed, denywrite = mmap.MAP_PRIVATE, 0x10, 0x800
+    allowed = [
+        (mmap.PROT_READ, private),
+        (PROT_RW, private | fixed | denywrite),
+        (PROT_RW, MAP_ANON_PRIVATE | fixed),
+        (PROT_RW, MAP_ANON_PRIVATE),
+        (rx, private | denywrite),
+        (rx, private | denywrite | fixed),
+    ]
+    for prot, flags in allowed:
+        assert bpf.evaluate(policy, "mmap", (0, 4096, prot, flags, 3, 0)) == bpf.ALLOW
+    denied = [
+        (mmap.PROT_READ, mmap.MAP_SHARED),
+        (PROT_RW, mmap.MAP_SHARED),
+        (rx, MAP_ANON_PRIVATE),
+        (PROT_RW | mmap.PROT_EXEC, MAP_ANON_PRIVATE),
+        (PROT_NONE, MAP_ANON_PRIVATE),
+    ]
+    for prot, flags in denied:
+        assert bpf.evaluate(policy, "mmap", (0, 4096, prot, flags, 3, 0)) == bpf.KILL
+
+
+def test_system_malloc() -> None:
+    policy = PolicyBuilder().allow_system_malloc().build()
+    assert bpf.evaluate(policy, "brk") == bpf.ALLOW
+    assert bpf.evaluate(policy, "munmap") == bpf.ALLOW
+    assert bpf.evaluate(policy, "futex", (0, 1)) == bpf.ALLOW  # FUTEX_WAKE
+    assert bpf.evaluate(policy, "futex", (0, 1 | 128)) == bpf.ALLOW  # FUTEX_WAKE_PRIVATE
+    assert bpf.evaluate(policy, "futex", (0, 0)) == bpf.KILL
+    assert bpf.evaluate(policy, "mremap", (0, 1, 2, 1)) == bpf.ALLOW  # MREMAP_MAYMOVE
+    assert bpf.evaluate(policy, "mremap", (0, 1, 2, 3)) == bpf.KILL  # ... | MREMAP_FIXED
+    noreserve = 0x4000
+    ok = [(PROT_RW, MAP_ANON_PRIVATE), (PROT_RW, MAP_ANON_PRIVATE | noreserve)]
+    ok.append((PROT_NONE, MAP_ANON_PRIVATE | noreserve))
+    for prot, flags in ok:
+        assert bpf.evaluate(policy, "mmap", (0, 1 << 20, prot, flags, -1, 0)) == bpf.ALLOW
+    bad = [(PROT_NONE, MAP_ANON_PRIVATE), (PROT_RW, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)]
+    bad.append((mmap.PROT_READ | mmap.PROT_EXEC, MAP_ANON_PRIVATE))
+    for prot, flags in bad:
+        assert bpf.evaluate(policy, "mmap", (0, 1 << 20, prot, flags, -1, 0)) == bpf.KILL
+
+
+def test_argument_helpers() -> None:
+    policy = (
+        PolicyBuilder()
+        .allow_tcgets()
+        .allow_get_random()
+        .allow_prctl_set_name()
+        .allow_mmap_without_exec()
+        .allow_mprotect_without_exec()
+        .allow_futex_op(0)
+        .build()
+    )
+    assert bpf.evaluate(policy, "ioctl", (0, 0x5401)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "ioctl", (0, 0x5402)) == bpf.KILL
+    assert bpf.evaluate(policy, "getrandom", (0, 16, 0)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "getrandom", (0, 16, 1)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "getrandom", (0, 16, 2)) == bpf.KILL  # GRND_RANDOM
+    assert bpf.evaluate(policy, "prctl", (15,)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "prctl", (22,)) == bpf.KILL  # PR_SET_SECCOMP
+    assert bpf.evaluate(policy, "mmap", (0, 1, PROT_RW, 0x22)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "mmap", (0, 1, mmap.PROT_EXEC, 0x22)) == bpf.KILL
+    assert bpf.evaluate(policy, "mprotect", (0, 1, PROT_RW)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "mprotect", (0, 1, 7)) == bpf.KILL
+    assert bpf.evaluate(policy, "futex", (0, 0 | 256)) == bpf.ALLOW  # WAIT | CLOCK_REALTIME
+    assert bpf.evaluate(policy, "futex", (0, 1)) == bpf.KILL
+
+
+def test_complex_helpers_emit_once() -> None:
+    once = PolicyBuilder().allow_dynamic_startup().allow_system_malloc().allow_tcgets()
+    size = len(once.build().program)
+    twice = once.copy().allow_dynamic_startup().allow_static_startup().allow_system_malloc()
+    twice.allow_tcgets().allow_safe_fcntl()
+    fcntl_only = len(PolicyBuilder().allow_safe_fcntl().build().program)
+    fcntl_size = fcntl_only - len(PolicyBuilder().build().program)
+    assert len(twice.allow_safe_fcntl().build().program) == size + fcntl_size
+
+
+# --- mounts ----------------------------------------------------------------------------------
+
+
+def test_mounts_in_call_order(tmp_path: Path) -> None:
+    file = tmp_path / "f.txt"
+    file.write_text("x")
+    policy = (
+        PolicyBuilder()
+        .add_file(str(file))
+        .add_file_at(str(file), "/inside/f", writable=True)
+        .add_directory(str(tmp_path))
+        .add_directory_at(str(tmp_path), "/data", writable=True)
+        .add_tmpfs("/tmp", size=4 << 20)
+        .add_directory("/proc")
+        .add_directory_at("/proc", "/other/proc")
+        .build()
+    )
+    assert policy.mounts == (
+        Mount(MountKind.FILE, str(file), str(file), False, None),
+        Mount(MountKind.FILE, "/inside/f", str(file), True, None),
+        Mount(MountKind.DIRECTORY, str(tmp_path), str(tmp_path), False, None),
+        Mount(MountKind.DIRECTORY, "/data", str(tmp_path), True, None),
+        Mount(MountKind.TMPFS, "/tmp", None, True, 4 << 20),
+        Mount(MountKind.PROC, "/proc", None, False, None),
+        Mount(MountKind.PROC, "/other/proc", None, False, None),
+    )
+    assert policy.namespaces
+
+
+def test_missing_or_wrong_kind_paths_fail_at_build(tmp_path: Path) -> None:
+    builder = PolicyBuilder().add_file(str(tmp_path / "missing"))  # no error yet
+    with pytest.raises(PolicyError, match="does not exist"):
+        builder.build()
+    with pytest.raises(PolicyError, match="is a directory, not a file"):
+        PolicyBuilder().add_file(str(tmp_path)).build()
+    (tmp_path / "f").write_text("")
+    with pytest.raises(PolicyError, match="is a file, not a directory"):
+        PolicyBuilder().add_directory(str(tmp_path / "f")).build()
+    with pytest.raises(PolicyError, match="does not exist"):
+        PolicyBuilder().add_directory(str(tmp_path / "missing")).build()
+
+
+def test_if_exists_variants_skip(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    policy = (
+        PolicyBuilder()
+        .add_file_if_exists(str(tmp_path / "missing"))
+        .add_file_if_exists(str(tmp_path))  # a directory: skipped
+        .add_directory_if_exists(str(tmp_path / "missing"))
+        .add_directory_if_exists(str(tmp_path / "f"))  # a file: skipped
+        .add_file_if_exists(str(tmp_path / "f"))
+        .add_directory_if_exists(str(tmp_path))
+        .build()
+    )
+    assert [m.kind for m in policy.mounts] == [MountKind.FILE, MountKind.DIRECTORY]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("", "must not be empty"),
+        ("relative/path", "must be absolute"),
+        ("/usr/../etc", "not canonical"),
+        ("/usr/./lib", "not canonical"),
+        ("/usr//lib", "not canonical"),
+        ("/usr/lib/", "not canonical"),
+        ("/a\0b", "NUL"),
+    ],
+)
+def test_path_validation(path: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        PolicyBuilder().add_file(path)
+    with pytest.raises(PolicyError, match=message):
+        PolicyBuilder().add_directory_at("/usr", path)
+    with pytest.raises(PolicyError, match=message):
+        PolicyBuilder().add_tmpfs(path, 4096)
+
+
+def test_mount_target_rules(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="root"):
+        PolicyBuilder().add_directory("/")
+    with pytest.raises(PolicyError, match="root"):
+        PolicyBuilder().add_tmpfs("/", 4096)
+    with pytest.raises(PolicyError, match="whole /proc"):
+        PolicyBuilder().add_file_at("/proc/self/status", "/status")
+    with pytest.raises(PolicyError, match="read-only"):
+        PolicyBuilder().add_directory("/proc", writable=True)
+    for size in (0, -1, 1.5, None):
+        with pytest.raises(PolicyError, match="tmpfs size"):
+            PolicyBuilder().add_tmpfs("/tmp", size)  # type: ignore[arg-type]
+    (tmp_path / "f").write_text("")
+    f = str(tmp_path / "f")
+    with pytest.raises(PolicyError, match="two different mounts"):
+        PolicyBuilder().add_tmpfs("/x", 4096).add_file_at(f, "/x")
+    with pytest.raises(PolicyError, match="inside the file"):
+        PolicyBuilder().add_file_at(f, "/x").add_tmpfs("/x/y", 4096)
+    # The same mount twice is one mount (shared libraries of two binaries).
+    policy = PolicyBuilder().add_file(f).add_file(f).build()
+    assert len(policy.mounts) == 1
+
+
+def test_add_libraries_for_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiosandbox._policy import _libraries
+
+    calls = []
+
+    def fake_resolve(binary: str, ld_library_path: str = "") -> tuple[str, ...]:
+        calls.append((binary, ld_library_path))
+        if binary == "/static":
+            return ()
+        return ("/bin/sh", "/etc/hostname")  # any existing files will do
+
+    monkeypatch.setattr(_libraries, "resolve_libraries", fake_resolve)
+    policy = (
+        PolicyBuilder()
+        .add_libraries_for_binary("/dynamic", ld_library_path="/opt/lib")
+        .add_libraries_for_binary("/static")
+        .add_libraries_for_binary("/dynamic")
+        .build()
+    )
+    assert calls == [("/dynamic", "/opt/lib"), ("/static", ""), ("/dynamic", "")]
+    assert policy.mounts == (
+        Mount(MountKind.FILE, "/bin/sh", "/bin/sh", False, None),
+        Mount(MountKind.FILE, "/etc/hostname", "/etc/hostname", False, None),
+    )
+
+    def failing(binary: str, ld_library_path: str = "") -> tuple[str, ...]:
+        raise PolicyError(f"{binary} does not exist")
+
+    monkeypatch.setattr(_libraries, "resolve_libraries", failing)
+    builder = PolicyBuilder().add_libraries_for_binary("/nope")
+    with pytest.raises(PolicyError, match="cannot resolve the libraries of '/nope'"):
+        builder.build()
+
+
+# --- namespaces, hostname, network -----------------------------------------------------------
+
+
+def test_namespaces_and_hostname() -> None:
+    policy = PolicyBuilder().build()
+    assert (policy.namespaces, policy.hostname) == (True, "sandbox2")
+    assert PolicyBuilder().set_hostname("box").build().hostname == "box"
+    assert PolicyBuilder().disable_namespaces().build().namespaces is False
+    with pytest.raises(PolicyError, match="needs namespaces"):
+        PolicyBuilder().disable_namespaces().add_tmpfs("/tmp", 4096)
+    with pytest.raises(PolicyError, match="needs namespaces"):
+        PolicyBuilder().disable_namespaces().set_hostname("box")
+    with pytest.raises(PolicyError, match="cannot disable namespaces"):
+        PolicyBuilder().add_tmpfs("/tmp", 4096).disable_namespaces()
+    for bad in ("", "a" * 65, "a/b", "a\0b"):
+        with pytest.raises(PolicyError, match="hostname"):
+            PolicyBuilder().set_hostname(bad)
+    unrestricted = PolicyBuilder().allow_unrestricted_networking()
+    assert unrestricted.build().unrestricted_networking
+    with pytest.raises(PolicyError, match="hostname without a network namespace"):
+        unrestricted.set_hostname("box").build()
+
+
+def test_network_rules() -> None:
+    policy = (
+        PolicyBuilder()
+        .allow_ipv4("127.0.0.1")
+        .allow_ipv4("10.0.0.0/8", 80)
+        .allow_ipv4("192.168.1.7/255.255.255.0", 443)
+        .allow_ipv6("::1/128", 443)
+        .allow_ipv6("2001:db8::/32")
+        .build()
+    )
+    assert policy.allowed_endpoints == (
+        AllowedEndpoint(ipaddress.IPv4Network("127.0.0.1/32"), 0),
+        AllowedEndpoint(ipaddress.IPv4Network("10.0.0.0/8"), 80),
+        AllowedEndpoint(ipaddress.IPv4Network("192.168.1.0/24"), 443),
+        AllowedEndpoint(ipaddress.IPv6Network("::1/128"), 443),
+        AllowedEndpoint(ipaddress.IPv6Network("2001:db8::/32"), 0),
+    )
+    rule = policy.allowed_endpoints[1]
+    assert rule.matches(ipaddress.IPv4Address("10.1.2.3"), 80)
+    assert not rule.matches(ipaddress.IPv4Address("10.1.2.3"), 81)
+    assert not rule.matches(ipaddress.IPv4Address("11.1.2.3"), 80)
+    assert not rule.matches(ipaddress.IPv6Address("::ffff:10.1.2.3"), 80)
+    assert policy.allowed_endpoints[0].matches(ipaddress.IPv4Address("127.0.0.1"), 9)
+
+
+@pytest.mark.parametrize(
+    ("method", "spec", "port"),
+    [
+        ("allow_ipv4", "256.256.256.256", 0),
+        ("allow_ipv4", "127.0.0.1/0", 0),
+        ("allow_ipv4", "127.0.0.1/33", 0),
+        ("allow_ipv4", "127.0.0.1/", 0),
+        ("allow_ipv4", "127.0.0.1/255.0.255.0", 0),
+        ("allow_ipv4", "127.0.0.1/0.0.0.0", 0),
+        ("allow_ipv4", "::1", 0),
+        ("allow_ipv4", "127.0.0.1", 65536),
+        ("allow_ipv4", "127.0.0.1", -1),
+        ("allow_ipv6", "127.0.0.1", 0),
+        ("allow_ipv6", "::1/129", 0),
+        ("allow_ipv6", "::1/ffff::", 0),
+        ("allow_ipv6", "", 0),
+    ],
+)
+def test_network_rule_errors(method: str, spec: str, port: int) -> None:
+    with pytest.raises(PolicyError):
+        getattr(PolicyBuilder(), method)(spec, port)
+
+
+# --- builder as a value ----------------------------------------------------------------------
+
+
+def test_builder_is_copyable(tmp_path: Path) -> None:
+    base = PolicyBuilder().allow_read().add_tmpfs("/tmp", 4096)
+    copied = copy.copy(base)
+    assert copied.build() == base.build()
+    copied.allow_write().add_tmpfs("/var", 4096).block_syscall_with_errno("open", 2)
+    base_policy = base.build()
+    assert bpf.evaluate(base_policy, "write") == bpf.KILL
+    assert bpf.evaluate(copied.build(), "write") == bpf.ALLOW
+    assert [m.target for m in base_policy.mounts] == ["/tmp"]
+    # Building twice gives equal policies; building does not consume the builder.
+    assert base.build() == base_policy
+    assert base.copy().build().program == base_policy.program
+
+
+def test_policy_is_frozen_and_inspectable() -> None:
+    policy = (
+        PolicyBuilder()
+        .allow_syscall("getpid")
+        .add_policy_on_syscall("write", [bpf.ARG(0), bpf.JEQ(1, bpf.ALLOW), bpf.KILL])
+        .build()
+    )
+    with pytest.raises(AttributeError):
+        policy.hostname = "x"  # type: ignore[misc]
+    assert policy.syscalls() == ("getpid", "write")
+    lines = bpf.disassemble(policy)
+    assert len(lines) == len(policy.program)
+    assert lines[0] == "000: A := arch"
+    assert any(line.endswith("# getpid") for line in lines)
+    assert lines[-1].endswith("KILL")
