@@ -282,27 +282,33 @@ class Sandbox:
         return fds, targets, streams
 
     async def _await_setup(self, setup: socket.socket) -> None:
+        """Reads the set-up messages: init's "I" first (its pid), then, in either order,
+        init's "N" (namespaces ready) and the sandboxee's "R" (its pid; it waits for "go"),
+        or an "E" with the reason the set-up failed."""
+        namespaces_ready = False
+        main_pid: int | None = None
         while True:
             message, sender = await _receive(setup)
-            if self._init_pidfd is None and sender:
-                # The first message comes from init, "I" or its own "E": from now on the
-                # sandbox is over only once init has exited (and with it the namespace).
-                self._watch_init(sender)
-            if not message:
-                if not self._builder.decided:
-                    self._builder.setup_failed(
-                        SetupReason.FAILED_SUBPROCESS,
-                        "the sandboxee's set-up ended without a word (see the fork server's stderr)",
-                    )
-                self._finish()
-                return
             kind, text = message[:1], message[1:].decode(errors="replace")
-            if kind == b"E":
+            if kind == b"I" and sender and self._init_pidfd is None:
+                self._watch_init(sender)
+            elif kind == b"N":
+                namespaces_ready = True
+            elif kind == b"R" and sender:
+                main_pid = sender
+            elif kind == b"E":
                 self._builder.setup_failed(SetupReason.FAILED_SUBPROCESS, text)
-                self._finish()
+                self._abort_setup()
                 return
-            if kind == b"R" and sender and self._init_pidfd is not None:
-                self._attach(sender, setup)
+            elif not message:
+                self._builder.setup_failed(
+                    SetupReason.FAILED_SUBPROCESS,
+                    "the sandboxee's set-up ended without a word (see the fork server's stderr)",
+                )
+                self._abort_setup()
+                return
+            if namespaces_ready and main_pid is not None and self._init_pidfd is not None:
+                self._attach(main_pid, setup)
                 return
 
     def _watch_init(self, init_pid: int) -> None:

@@ -38,11 +38,13 @@ import fcntl
 import gc
 import marshal
 import os
-import platform
 import signal
-import socket
 import struct
 import sys
+
+# The C module, not socket.py: it pulls in enum and selectors, which only fatten the image
+# that every sandboxee is forked from.
+import _socket as socket
 
 # Syscall numbers the standard library does not wrap, per architecture.
 _NR = {
@@ -68,7 +70,7 @@ _NR = {
         "mount_setattr": 442,
         "prctl": 167,
     },
-}[platform.machine()]
+}[os.uname().machine]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -81,6 +83,8 @@ MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
@@ -100,9 +104,9 @@ PR_SET_NAME = 15
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_SET_MODE_FILTER = 1
 
-SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
 
 EXEC_MAGIC = 0x921C2C34
 EXEC_FD = 1022
@@ -249,11 +253,12 @@ def _make_mountpoint(root, target, is_dir, creatable):
     return path
 
 
-def _build_root(mounts):
+def _build_root(mounts, wait_for_ids):
     """Mounts a fresh root at a staging directory and returns its path.
 
     ``mounts`` is a list of ``(kind, target, source, writable, size)`` sorted so that
-    parents come before their children.
+    parents come before their children.  ``wait_for_ids`` is called once the work that
+    needs no uid map is done, before the first file is created.
     """
     # Stop mount events from flowing between the host and this namespace.
     _check(_mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
@@ -261,6 +266,7 @@ def _build_root(mounts):
     for index, (kind, _target, source, _writable, _size) in enumerate(mounts):
         if kind in ("file", "directory"):
             sources[index] = _open_tree(source, recursive=(kind == "directory"))
+    wait_for_ids()
     staging = next(
         (c.encode() for c in STAGING_CANDIDATES if os.path.isdir(c) and not os.path.islink(c)),
         None,
@@ -295,7 +301,11 @@ def _build_root(mounts):
             flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if writable else MS_RDONLY)
             _check(_mount(b"proc", path, b"proc", flags, None), "mount procfs at %s" % target.decode())
             bind_prefixes.append(target)
-    _set_mount_attr(-1, staging, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, recursive=False)
+    # A bind remount makes the root read-only ten times faster than mount_setattr(2).
+    _check(
+        _mount(None, staging, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
+        "make the root read-only",
+    )
     return staging
 
 
@@ -309,26 +319,37 @@ def _pivot_into(root):
 
 
 def _bring_up_loopback():
+    # lo of a new network namespace is down with IFF_LOOPBACK set: no need to read its flags.
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        ifreq = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq))[1]
-        if not flags & IFF_UP:
-            fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", IFF_UP | IFF_LOOPBACK))
     finally:
         sock.close()
 
 
-def _setup_namespaces(request, ids_mapped):
+def _setup_root(request, ids_mapped):
+    """Maps ids (through the server) and builds and enters the sandbox's root."""
     flags = request["flags"]
-    if flags & CLONE_NEWUSER:
-        # Nothing may be created before our ids exist in the namespace (EOVERFLOW).
-        if os.read(ids_mapped, 1) != b"":
+    waited = []
+
+    def wait_for_ids():
+        # Nothing may be created before our ids exist in the namespace (EOVERFLOW); the
+        # server writes the maps while we open the mount sources.
+        if waited:
+            return
+        waited.append(True)
+        if flags & CLONE_NEWUSER and os.read(ids_mapped, 1) != b"":
             raise SetupFailure("the fork server could not map the sandbox's user ids")
-    os.close(ids_mapped)
+        os.close(ids_mapped)
+
     if flags & CLONE_NEWNS:
-        root = _build_root(request["mounts"])
+        root = _build_root(request["mounts"], wait_for_ids)
         _pivot_into(root)
+    wait_for_ids()
+
+
+def _setup_host_and_network(request):
+    flags = request["flags"]
     if flags & CLONE_NEWUTS:
         socket.sethostname(request["hostname"])
     if flags & CLONE_NEWNET:
@@ -368,23 +389,30 @@ def _prepare_exec(request):
     return c_argv, c_envp, insns, fprog
 
 
-def _run_sandboxee(request, channel, exec_fd, fds):
+def _run_sandboxee(request, channel, exec_fd, fds, root_ready):
     os.setsid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    for sig in range(1, signal.NSIG):
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-    channel.fd, exec_fd = _arrange_fds(fds, request["targets"], [channel.fd, exec_fd])
+    # Handled signals return to SIG_DFL at exec by themselves; ignored ones (SIGPIPE,
+    # SIGXFSZ by Python, SIGCHLD by the server) would stay ignored in the sandboxee.
+    for sig in _IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    channel.fd, exec_fd, root_ready = _arrange_fds(
+        fds, request["targets"], [channel.fd, exec_fd, root_ready]
+    )
     setup = channel.fd
+    c_argv, c_envp, insns, fprog = _prepare_exec(request)
+    limits = [_effective_limit(*limit) for limit in request["rlimits"]]
+    # Init builds the root meanwhile; it reports its own failures (then this read sees EOF).
+    if os.read(root_ready, 1) != b"1":
+        os._exit(1)
+    os.close(root_ready)
     try:
         os.chdir(request["cwd"])
     except OSError as exc:
-        raise SetupFailure("cannot change to the working directory %s: %s" % (request["cwd"].decode(errors="replace"), exc.strerror)) from None
-    c_argv, c_envp, insns, fprog = _prepare_exec(request)
-    limits = [_effective_limit(*limit) for limit in request["rlimits"]]
+        raise SetupFailure(
+            "cannot change to the working directory %s: %s"
+            % (request["cwd"].decode(errors="replace"), exc.strerror)
+        ) from None
     exec_args = (
         ctypes.c_long(_NR["execveat"]),
         ctypes.c_int(exec_fd),
@@ -457,11 +485,19 @@ def _run_init(request, channel, exec_fd, fds, ids_mapped):
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The server ignores SIGCHLD to auto-reap; init must see its sandboxee's exit.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    _setup_namespaces(request, ids_mapped)
-    os.write(setup, b"I")
+    # The sandboxee is cloned first, so that its own preparations run beside ours (on
+    # another CPU): it waits only for the root, and the supervisor waits for "N" too.
+    root_ready, root_done = os.pipe2(os.O_CLOEXEC)
     child = _raw_clone(0)
     if child == 0:
-        _report_failures(_run_sandboxee, channel, request, channel, exec_fd, fds)
+        os.close(root_done)
+        _report_failures(_run_sandboxee, channel, request, channel, exec_fd, fds, root_ready)
+    os.close(root_ready)
+    os.write(setup, b"I")
+    _setup_root(request, ids_mapped)
+    os.write(root_done, b"1")
+    _setup_host_and_network(request)
+    os.write(setup, b"N")
     # Init keeps no fd: the sandboxee's pipes must see EOF when it exits, and nothing of
     # the supervisor's may stay reachable inside the namespace.
     os.closerange(0, 65536)
@@ -543,6 +579,9 @@ def _serve(control):
             os.close(fd)
 
 
+_IGNORED_SIGNALS = []
+
+
 def main():
     control = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(control.fileno(), False)
@@ -553,6 +592,11 @@ def main():
     os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _IGNORED_SIGNALS.extend(
+        sig
+        for sig in range(1, signal.NSIG)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) == signal.SIG_IGN
+    )
     # Forks of this process must not run the collector between the filter and the exec.
     gc.disable()
     _serve(control)

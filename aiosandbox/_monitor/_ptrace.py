@@ -174,6 +174,7 @@ class PtraceMonitor:
         self._last_sweep = 0.0
         self._sweep_pending = False
         self._tracees: set[int] = set()
+        self._gone: set[int] = set()  # reaped by us; their real parent may not have yet
         self._waiting_for_exec = True
         self._main_reaped = False
         self._killed = False
@@ -235,6 +236,8 @@ class PtraceMonitor:
                 orphans = {int(pid) for pid in f.read().split()}
         except OSError:
             orphans = set()
+        # Our own former tracees (the main process first) stay zombies until init reaps them.
+        orphans -= self._gone
         if orphans:
             self._tracees |= orphans
             return True
@@ -290,6 +293,7 @@ class PtraceMonitor:
             except ChildProcessError:
                 # Not traceable by us any more (e.g. a thread that vanished at exec).
                 self._tracees.discard(pid)
+                self._gone.add(pid)
                 continue
             if waited:
                 handled += 1
@@ -318,6 +322,7 @@ class PtraceMonitor:
     def _handle(self, pid: int, status: int, rusage: object) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self._tracees.discard(pid)
+            self._gone.add(pid)
             if pid == self.main_pid:
                 self._main_ended(status, rusage)
             return
