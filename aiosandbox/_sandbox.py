@@ -189,9 +189,7 @@ class Sandbox:
                 tg.start_soon(_collect, self.stderr, output, "stderr")
             result = await self.await_result()
         await self.aclose()
-        return dataclasses.replace(
-            result, stdout=output.get("stdout"), stderr=output.get("stderr")
-        )
+        return dataclasses.replace(result, stdout=output.get("stdout"), stderr=output.get("stderr"))
 
     async def start(self) -> None:
         """Starts the sandboxee; returns once it runs under its policy (or failed to).
@@ -251,7 +249,9 @@ class Sandbox:
             setattr(self, name, await anyio.abc.SocketStream.from_socket(sock))
         await self._await_setup(ours)
 
-    def _stdio_fds(self, closing: list[int]) -> tuple[list[int], list[int], dict[str, socket.socket]]:
+    def _stdio_fds(
+        self, closing: list[int]
+    ) -> tuple[list[int], list[int], dict[str, socket.socket]]:
         """The fds for the sandboxee's 0, 1 and 2 (unless mapped through IPC)."""
         executor = self._executor
         mapped = {target for _, target in executor.ipc.mapped_fds}

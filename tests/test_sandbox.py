@@ -24,7 +24,6 @@ from aiosandbox import (
     Status,
     bpf,
 )
-
 from aiosandbox._policy import syscall_number
 
 from .conftest import Binaries
@@ -63,11 +62,7 @@ async def test_static_binary_exits_ok_with_its_code(binaries: Binaries) -> None:
 
 
 async def test_dynamic_binary_runs_with_its_libraries(binaries: Binaries) -> None:
-    policy = (
-        base_policy()
-        .allow_dynamic_startup()
-        .add_libraries_for_binary(binaries.dynamic)
-    )
+    policy = base_policy().allow_dynamic_startup().add_libraries_for_binary(binaries.dynamic)
     result = await run(binaries.dynamic, "exit", "3", policy=policy)
     assert result.status is Status.OK, str(result)
     assert result.exit_code == 3
@@ -364,7 +359,11 @@ async def test_concurrent_sandboxes_have_independent_results(binaries: Binaries)
         tg.start_soon(go, "timeout", Sandbox(sleeper, policy_sleep))
         tg.start_soon(go, "ok", Sandbox(Executor(binaries.static, ["t", "exit", "0"]), policy_ok))
         tg.start_soon(go, "abort", Sandbox(Executor(binaries.static, ["t", "abort"]), policy_abort))
-        tg.start_soon(go, "violation", Sandbox(Executor(binaries.static, ["t", "syscall", str(GETPPID)]), policy_ok))
+        tg.start_soon(
+            go,
+            "violation",
+            Sandbox(Executor(binaries.static, ["t", "syscall", str(GETPPID)]), policy_ok),
+        )
     assert outcomes == {
         "timeout": Status.TIMEOUT,
         "ok": Status.OK,

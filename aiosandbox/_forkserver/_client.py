@@ -14,7 +14,6 @@ import array
 import atexit
 import logging
 import marshal
-import os
 import socket
 import subprocess
 import sys

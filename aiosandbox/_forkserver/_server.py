@@ -32,6 +32,9 @@ Errors in the children are sent on the setup socket as b"E" + message before the
 the server itself never dies of a bad request.
 """
 
+# The C module, not socket.py: it pulls in enum and selectors, which only fatten the image
+# that every sandboxee is forked from.
+import _socket as socket
 import ctypes
 import errno
 import fcntl
@@ -41,10 +44,6 @@ import os
 import signal
 import struct
 import sys
-
-# The C module, not socket.py: it pulls in enum and selectors, which only fatten the image
-# that every sandboxee is forked from.
-import _socket as socket
 
 # Syscall numbers the standard library does not wrap, per architecture.
 _NR = {
@@ -119,7 +118,13 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _mount = _libc.mount
-_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
 _umount2 = _libc.umount2
 _umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _prctl = _libc.prctl
@@ -162,14 +167,17 @@ class SetupFailure(Exception):
 def _check(result, what):
     if result == -1:
         err = ctypes.get_errno()
-        raise SetupFailure("%s: %s" % (what, os.strerror(err)))
+        raise SetupFailure(f"{what}: {os.strerror(err)}")
     return result
 
 
 def _raw_clone(flags):
     # A raw clone keeps the child on a copy of our stack, like fork(), but carries the
     # namespace flags in the same syscall.  Safe because this process is single-threaded.
-    return _check(_syscall(ctypes.c_long(_NR["clone"]), ctypes.c_ulong(flags | signal.SIGCHLD), 0, 0, 0, 0), "clone")
+    return _check(
+        _syscall(ctypes.c_long(_NR["clone"]), ctypes.c_ulong(flags | signal.SIGCHLD), 0, 0, 0, 0),
+        "clone",
+    )
 
 
 def _write_file(path, data):
@@ -187,7 +195,7 @@ def _map_ids(pid):
     CAP_SETFCAP in the parent namespace (user_namespaces(7), Linux 5.12+), which only the
     parent side has.  An unprivileged server may map exactly its own ids.
     """
-    base = "/proc/%d/" % pid
+    base = f"/proc/{pid}/"
     uid, gid = os.geteuid(), os.getegid()
     try:
         _write_file(base + "setgroups", b"deny")
@@ -201,7 +209,7 @@ def _map_ids(pid):
 def _open_tree(source, recursive):
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
     fd = _syscall(ctypes.c_long(_NR["open_tree"]), ctypes.c_int(-100), source, ctypes.c_uint(flags))
-    return _check(fd, "cannot open %s for a bind mount" % source.decode(errors="replace"))
+    return _check(fd, "cannot open {} for a bind mount".format(source.decode(errors="replace")))
 
 
 def _set_mount_attr(fd, path, attrs, recursive):
@@ -216,7 +224,7 @@ def _set_mount_attr(fd, path, attrs, recursive):
             ctypes.byref(attr),
             ctypes.c_size_t(ctypes.sizeof(attr)),
         ),
-        "mount_setattr %s" % path.decode(errors="replace"),
+        "mount_setattr {}".format(path.decode(errors="replace")),
     )
 
 
@@ -230,7 +238,7 @@ def _move_mount(fd, target):
             target,
             ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
         ),
-        "cannot mount at %s" % target.decode(errors="replace"),
+        "cannot mount at {}".format(target.decode(errors="replace")),
     )
 
 
@@ -242,8 +250,9 @@ def _make_mountpoint(root, target, is_dir, creatable):
         return path
     if not creatable:
         raise SetupFailure(
-            "cannot mount at %s: it lies inside a bind mount where it does not exist"
-            % target.decode(errors="replace")
+            "cannot mount at {}: it lies inside a bind mount where it does not exist".format(
+                target.decode(errors="replace")
+            )
         )
     os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
     if is_dir:
@@ -294,12 +303,18 @@ def _build_root(mounts, wait_for_ids):
         elif kind == "tmpfs":
             options = b"mode=0777,size=%d" % size
             flags = MS_NOSUID | MS_NODEV | (0 if writable else MS_RDONLY)
-            _check(_mount(b"tmpfs", path, b"tmpfs", flags, options), "tmpfs at %s" % target.decode())
+            _check(
+                _mount(b"tmpfs", path, b"tmpfs", flags, options),
+                f"tmpfs at {target.decode()}",
+            )
             bind_prefixes = [p for p in bind_prefixes if not target.startswith(p + b"/")]
             creatable_prefixes.append(target)
         elif kind == "proc":
             flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if writable else MS_RDONLY)
-            _check(_mount(b"proc", path, b"proc", flags, None), "mount procfs at %s" % target.decode())
+            _check(
+                _mount(b"proc", path, b"proc", flags, None),
+                f"mount procfs at {target.decode()}",
+            )
             bind_prefixes.append(target)
     # A bind remount makes the root read-only ten times faster than mount_setattr(2).
     _check(
@@ -364,7 +379,7 @@ def _arrange_fds(fds, targets, keep):
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, high) for fd in fds]
     kept = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, high) for fd in keep]
     os.closerange(0, high)
-    for temp, target in zip(moved, targets):
+    for temp, target in zip(moved, targets, strict=True):
         os.dup2(temp, target, inheritable=True)
     free = [fd for fd in range(EXEC_FD, 3, -1) if fd not in targets]
     placed = []
@@ -410,8 +425,9 @@ def _run_sandboxee(request, channel, exec_fd, fds, root_ready):
         os.chdir(request["cwd"])
     except OSError as exc:
         raise SetupFailure(
-            "cannot change to the working directory %s: %s"
-            % (request["cwd"].decode(errors="replace"), exc.strerror)
+            "cannot change to the working directory {}: {}".format(
+                request["cwd"].decode(errors="replace"), exc.strerror
+            )
         ) from None
     exec_args = (
         ctypes.c_long(_NR["execveat"]),
@@ -436,9 +452,9 @@ def _run_sandboxee(request, channel, exec_fd, fds, root_ready):
     for resource, soft, hard in limits:
         _setrlimit(resource, soft, hard)
     if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise SetupFailure("prctl(PR_SET_NO_NEW_PRIVS): %s" % os.strerror(ctypes.get_errno()))
+        raise SetupFailure(f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}")
     if _syscall(*seccomp_args) != 0:
-        raise SetupFailure("cannot load the seccomp filter: %s" % os.strerror(ctypes.get_errno()))
+        raise SetupFailure(f"cannot load the seccomp filter: {os.strerror(ctypes.get_errno())}")
     # From here on only the exec gate and what the policy allows may run.
     _syscall(*exec_args)
     _syscall(exit_nr, ctypes.c_long(ctypes.get_errno()))
@@ -476,7 +492,7 @@ def _effective_limit(resource, soft, hard):
 def _setrlimit(resource, soft, hard):
     new = _Rlimit(soft, hard)
     if _prlimit(0, resource, ctypes.byref(new), None) != 0:
-        raise SetupFailure("setrlimit(%d): %s" % (resource, os.strerror(ctypes.get_errno())))
+        raise SetupFailure(f"setrlimit({resource}): {os.strerror(ctypes.get_errno())}")
 
 
 def _run_init(request, channel, exec_fd, fds, ids_mapped):
@@ -502,7 +518,13 @@ def _run_init(request, channel, exec_fd, fds, ids_mapped):
     # the supervisor's may stay reachable inside the namespace.
     os.closerange(0, 65536)
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    _prctl(PR_SET_NAME, ctypes.cast(ctypes.c_char_p(b"aiosandbox-init"), ctypes.c_void_p).value, 0, 0, 0)
+    _prctl(
+        PR_SET_NAME,
+        ctypes.cast(ctypes.c_char_p(b"aiosandbox-init"), ctypes.c_void_p).value,
+        0,
+        0,
+        0,
+    )
     while True:
         try:
             pid, _status = os.waitpid(-1, 0)
@@ -524,10 +546,10 @@ def _report_failures(body, channel, *args):
         tb = exc.__traceback__
         while tb.tb_next is not None:
             tb = tb.tb_next
-        where = exc.filename or "%s (line %d)" % (tb.tb_frame.f_code.co_name, tb.tb_lineno)
-        _send_error(channel.fd, "%s: %s" % (where, exc.strerror))
-    except BaseException as exc:  # noqa: BLE001 - a child must never return to the loop
-        _send_error(channel.fd, "internal error in the sandboxee set-up: %r" % (exc,))
+        where = exc.filename or f"{tb.tb_frame.f_code.co_name} (line {tb.tb_lineno})"
+        _send_error(channel.fd, f"{where}: {exc.strerror}")
+    except BaseException as exc:
+        _send_error(channel.fd, f"internal error in the sandboxee set-up: {exc!r}")
     os._exit(127)
 
 
@@ -550,7 +572,7 @@ def _serve(control):
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 usable = len(payload) - len(payload) % 4
-                fds.extend(struct.unpack("%di" % (usable // 4), payload[:usable]))
+                fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
         try:
             request = marshal.loads(data)
             setup, exec_fd, mapped = fds[0], fds[1], fds[2:]
@@ -574,7 +596,7 @@ def _serve(control):
                 _map_ids(pid)
             except OSError as exc:
                 os.write(mapping_done, b"!")
-                _send_error(setup, "cannot map the sandbox's user ids: %s" % exc.strerror)
+                _send_error(setup, f"cannot map the sandbox's user ids: {exc.strerror}")
         for fd in (*fds, ids_mapped, mapping_done):
             os.close(fd)
 

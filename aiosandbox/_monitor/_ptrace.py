@@ -370,11 +370,7 @@ class PtraceMonitor:
         except ValueError:
             name, arch_name = "", f"audit arch {info.arch:#x}"
         args = tuple(int(a) for a in info.args)
-        if (
-            info.ret_data == TraceCode.EXEC_GATE
-            and self._waiting_for_exec
-            and pid == self.main_pid
-        ):
+        if info.ret_data == TraceCode.EXEC_GATE and self._waiting_for_exec and pid == self.main_pid:
             _ptrace(PTRACE_CONT, pid, 0, 0)
             return
         if self._waiting_for_exec and pid == self.main_pid and name == "exit_group":
@@ -395,7 +391,8 @@ class PtraceMonitor:
         if self._waiting_for_exec:
             self._builder.setup_failed(
                 SetupReason.FAILED_MONITOR,
-                f"the set-up made a syscall the policy forbids before exec: {violation.description}",
+                "the set-up made a syscall the policy forbids before exec: "
+                + violation.description,
             )
         else:
             logger.info("sandbox violation: pid %d: [%s] %s", pid, arch_name, violation.description)

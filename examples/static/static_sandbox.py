@@ -21,9 +21,7 @@ HERE = Path(__file__).parent
 
 def build_binary(directory: str) -> str:
     binary = os.path.join(directory, "static_bin")
-    subprocess.run(
-        ["gcc", "-static", "-O2", "-o", binary, str(HERE / "static_bin.c")], check=True
-    )
+    subprocess.run(["gcc", "-static", "-O2", "-o", binary, str(HERE / "static_bin.c")], check=True)
     return binary
 
 
