@@ -108,7 +108,10 @@ class Result:
             v = self.violation
             text = f"VIOLATION - [{v.arch}] {v.description} (pid {v.pid})"
         elif self.status in (Status.SETUP_ERROR, Status.INTERNAL_ERROR):
-            text = f"{self.status.value} - {self.detail or _reason_name(self.reason_code)}"
+            detail = self.detail or _reason_name(self.reason_code)
+            # One line whatever the detail holds (it may quote a caller's path).
+            detail = detail.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+            text = f"{self.status.value} - {detail}"
         else:
             text = self.status.value
         return f"{text}, wall time {self.wall_time:.3f} s"

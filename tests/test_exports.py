@@ -463,11 +463,6 @@ def test_str_of_a_result_is_one_line() -> None:
         assert result.status.value in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library discrepancy: Result.__str__ inserts SETUP_ERROR detail unescaped, so a "
-    "path with a newline (e.g. Executor(cwd='/no\\nsuch')) splits str(result) in two lines",
-)
 def test_str_of_a_result_is_one_line_whatever_the_detail() -> None:
     builder = ResultBuilder()
     builder.setup_failed(

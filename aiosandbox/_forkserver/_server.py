@@ -32,6 +32,8 @@ Errors in the children are sent on the setup socket as b"E" + message before the
 the server itself never dies of a bad request.
 """
 
+from __future__ import annotations
+
 # The C module, not socket.py: it pulls in enum and selectors, which only fatten the image
 # that every sandboxee is forked from.
 import _socket as socket
@@ -44,6 +46,13 @@ import os
 import signal
 import struct
 import sys
+
+# typing.TYPE_CHECKING would import typing (and re, functools, ...) into the image that
+# every sandboxee is forked from; type checkers treat this constant the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, NoReturn
 
 # Syscall numbers the standard library does not wrap, per architecture.
 _NR = {
@@ -156,7 +165,7 @@ class _MountAttr(ctypes.Structure):
 class Channel:
     """The setup socket's fd, which the sandboxee moves while arranging its fds."""
 
-    def __init__(self, fd):
+    def __init__(self, fd: int) -> None:
         self.fd = fd
 
 
@@ -164,14 +173,14 @@ class SetupFailure(Exception):
     """A step of the sandboxee's set-up failed; the message goes to the supervisor."""
 
 
-def _check(result, what):
+def _check(result: int, what: str) -> int:
     if result == -1:
         err = ctypes.get_errno()
         raise SetupFailure(f"{what}: {os.strerror(err)}")
     return result
 
 
-def _raw_clone(flags):
+def _raw_clone(flags: int) -> int:
     # A raw clone keeps the child on a copy of our stack, like fork(), but carries the
     # namespace flags in the same syscall.  Safe because this process is single-threaded.
     return _check(
@@ -180,7 +189,7 @@ def _raw_clone(flags):
     )
 
 
-def _write_file(path, data):
+def _write_file(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, data)
@@ -188,7 +197,7 @@ def _write_file(path, data):
         os.close(fd)
 
 
-def _map_ids(pid):
+def _map_ids(pid: int) -> None:
     """Maps the sandbox's uid and gid 1000 to ours, from outside the new namespace.
 
     The server writes the maps, not the child: mapping uid 0 (a root supervisor) needs
@@ -206,13 +215,13 @@ def _map_ids(pid):
     _write_file(base + "gid_map", b"%d %d 1" % (SANDBOX_ID, gid))
 
 
-def _open_tree(source, recursive):
+def _open_tree(source: bytes, recursive: bool) -> int:
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
     fd = _syscall(ctypes.c_long(_NR["open_tree"]), ctypes.c_int(-100), source, ctypes.c_uint(flags))
     return _check(fd, "cannot open {} for a bind mount".format(source.decode(errors="replace")))
 
 
-def _set_mount_attr(fd, path, attrs, recursive):
+def _set_mount_attr(fd: int, path: bytes, attrs: int, recursive: bool) -> None:
     attr = _MountAttr(attrs, 0, MS_PRIVATE, 0)
     flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if fd >= 0 else 0)
     _check(
@@ -228,7 +237,7 @@ def _set_mount_attr(fd, path, attrs, recursive):
     )
 
 
-def _move_mount(fd, target):
+def _move_mount(fd: int, target: bytes) -> None:
     _check(
         _syscall(
             ctypes.c_long(_NR["move_mount"]),
@@ -242,7 +251,7 @@ def _move_mount(fd, target):
     )
 
 
-def _make_mountpoint(root, target, is_dir, creatable):
+def _make_mountpoint(root: bytes, target: bytes, is_dir: bool, creatable: bool) -> bytes:
     """Creates the mount point of ``target`` below ``root``.  Inside a bind mount nothing
     is created (it would write to the host); the point must already exist there."""
     path = root + target
@@ -262,7 +271,9 @@ def _make_mountpoint(root, target, is_dir, creatable):
     return path
 
 
-def _build_root(mounts, wait_for_ids):
+def _build_root(
+    mounts: list[tuple[str, bytes, Any, bool, Any]], wait_for_ids: Callable[[], None]
+) -> bytes:
     """Mounts a fresh root at a staging directory and returns its path.
 
     ``mounts`` is a list of ``(kind, target, source, writable, size)`` sorted so that
@@ -271,7 +282,7 @@ def _build_root(mounts, wait_for_ids):
     """
     # Stop mount events from flowing between the host and this namespace.
     _check(_mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
-    sources = {}
+    sources: dict[int, int] = {}
     for index, (kind, _target, source, _writable, _size) in enumerate(mounts):
         if kind in ("file", "directory"):
             sources[index] = _open_tree(source, recursive=(kind == "directory"))
@@ -289,7 +300,7 @@ def _build_root(mounts, wait_for_ids):
     # A mount point can be created only where we own the directory: in the root tmpfs or
     # in one of the policy's tmpfs mounts.
     creatable_prefixes = [b"/"]
-    bind_prefixes = []
+    bind_prefixes: list[bytes] = []
     for index, (kind, target, _source, writable, size) in enumerate(mounts):
         inside_bind = any(target.startswith(p + b"/") for p in bind_prefixes)
         path = _make_mountpoint(staging, target, kind != "file", not inside_bind)
@@ -324,7 +335,7 @@ def _build_root(mounts, wait_for_ids):
     return staging
 
 
-def _pivot_into(root):
+def _pivot_into(root: bytes) -> None:
     # pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only
     # the new tree in this mount namespace (pivot_root(2), "NOTES").
     os.chdir(root)
@@ -333,7 +344,7 @@ def _pivot_into(root):
     os.chdir("/")
 
 
-def _bring_up_loopback():
+def _bring_up_loopback() -> None:
     # lo of a new network namespace is down with IFF_LOOPBACK set: no need to read its flags.
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -342,12 +353,12 @@ def _bring_up_loopback():
         sock.close()
 
 
-def _setup_root(request, ids_mapped):
+def _setup_root(request: dict[str, Any], ids_mapped: int) -> None:
     """Maps ids (through the server) and builds and enters the sandbox's root."""
     flags = request["flags"]
-    waited = []
+    waited: list[bool] = []
 
-    def wait_for_ids():
+    def wait_for_ids() -> None:
         # Nothing may be created before our ids exist in the namespace (EOVERFLOW); the
         # server writes the maps while we open the mount sources.
         if waited:
@@ -363,7 +374,7 @@ def _setup_root(request, ids_mapped):
     wait_for_ids()
 
 
-def _setup_host_and_network(request):
+def _setup_host_and_network(request: dict[str, Any]) -> None:
     flags = request["flags"]
     if flags & CLONE_NEWUTS:
         socket.sethostname(request["hostname"])
@@ -371,7 +382,7 @@ def _setup_host_and_network(request):
         _bring_up_loopback()
 
 
-def _arrange_fds(fds, targets, keep):
+def _arrange_fds(fds: list[int], targets: list[int], keep: list[int]) -> list[int]:
     """Moves ``fds[i]`` to ``targets[i]`` and closes every other fd but ``keep``.
 
     Returns the new numbers of ``keep`` (which stay close-on-exec)."""
@@ -382,7 +393,7 @@ def _arrange_fds(fds, targets, keep):
     for temp, target in zip(moved, targets, strict=True):
         os.dup2(temp, target, inheritable=True)
     free = [fd for fd in range(EXEC_FD, 3, -1) if fd not in targets]
-    placed = []
+    placed: list[int] = []
     for temp in kept:
         new = free.pop(0)
         os.dup2(temp, new, inheritable=False)
@@ -391,7 +402,14 @@ def _arrange_fds(fds, targets, keep):
     return placed
 
 
-def _prepare_exec(request):
+def _prepare_exec(
+    request: dict[str, Any],
+) -> tuple[
+    ctypes.Array[ctypes.c_char_p],
+    ctypes.Array[ctypes.c_char_p],
+    ctypes.Array[_SockFilter],
+    _SockFprog,
+]:
     """Builds, before the filter is loaded, every object the exec needs."""
     argv = request["argv"]
     envp = request["envp"]
@@ -404,7 +422,9 @@ def _prepare_exec(request):
     return c_argv, c_envp, insns, fprog
 
 
-def _run_sandboxee(request, channel, exec_fd, fds, root_ready):
+def _run_sandboxee(
+    request: dict[str, Any], channel: Channel, exec_fd: int, fds: list[int], root_ready: int
+) -> None:
     os.setsid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # Handled signals return to SIG_DFL at exec by themselves; ignored ones (SIGPIPE,
@@ -472,13 +492,13 @@ _prlimit = _libc.prlimit64
 _prlimit.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 
-def _getrlimit(resource):
+def _getrlimit(resource: int) -> tuple[int, int]:
     old = _Rlimit()
     _check(_prlimit(0, resource, None, ctypes.byref(old)), "getrlimit")
     return old.cur, old.max
 
 
-def _effective_limit(resource, soft, hard):
+def _effective_limit(resource: int, soft: int, hard: int) -> tuple[int, int, int]:
     """Clamps a requested limit to the current hard limit, which an unprivileged process
     cannot raise: the stricter limit stays (as Sandbox2 skips such a limit)."""
     current_hard = _getrlimit(resource)[1]
@@ -489,13 +509,15 @@ def _effective_limit(resource, soft, hard):
     return resource, soft, hard
 
 
-def _setrlimit(resource, soft, hard):
+def _setrlimit(resource: int, soft: int, hard: int) -> None:
     new = _Rlimit(soft, hard)
     if _prlimit(0, resource, ctypes.byref(new), None) != 0:
         raise SetupFailure(f"setrlimit({resource}): {os.strerror(ctypes.get_errno())}")
 
 
-def _run_init(request, channel, exec_fd, fds, ids_mapped):
+def _run_init(
+    request: dict[str, Any], channel: Channel, exec_fd: int, fds: list[int], ids_mapped: int
+) -> NoReturn:
     """Body of the namespace's init (pid 1); never returns."""
     setup = channel.fd
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -536,7 +558,7 @@ def _run_init(request, channel, exec_fd, fds, ids_mapped):
             os._exit(0)
 
 
-def _report_failures(body, channel, *args):
+def _report_failures(body: Callable[..., object], channel: Channel, *args: object) -> NoReturn:
     """Runs a child's body; any failure is reported on the setup socket.  Never returns."""
     try:
         body(*args)
@@ -544,23 +566,25 @@ def _report_failures(body, channel, *args):
         _send_error(channel.fd, str(exc))
     except OSError as exc:
         tb = exc.__traceback__
-        while tb.tb_next is not None:
+        while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
-        where = exc.filename or f"{tb.tb_frame.f_code.co_name} (line {tb.tb_lineno})"
+        where = exc.filename or (
+            f"{tb.tb_frame.f_code.co_name} (line {tb.tb_lineno})" if tb is not None else "set-up"
+        )
         _send_error(channel.fd, f"{where}: {exc.strerror}")
     except BaseException as exc:
         _send_error(channel.fd, f"internal error in the sandboxee set-up: {exc!r}")
     os._exit(127)
 
 
-def _send_error(setup, message):
+def _send_error(setup: int, message: str) -> None:
     try:
         os.write(setup, b"E" + message.encode(errors="replace")[:4000])
     except OSError:
         pass
 
 
-def _serve(control):
+def _serve(control: socket.socket) -> None:
     while True:
         try:
             data, ancdata, _flags, _addr = control.recvmsg(1 << 20, socket.CMSG_SPACE(4 * 256))
@@ -568,7 +592,7 @@ def _serve(control):
             continue
         if not data:
             return
-        fds = []
+        fds: list[int] = []
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 usable = len(payload) - len(payload) % 4
@@ -601,10 +625,10 @@ def _serve(control):
             os.close(fd)
 
 
-_IGNORED_SIGNALS = []
+_IGNORED_SIGNALS: list[int] = []
 
 
-def main():
+def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(control.fileno(), False)
     # Die with the supervisor; never leave zombies (init children are not waited for).
