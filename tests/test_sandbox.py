@@ -82,6 +82,15 @@ async def test_sandboxee_sees_its_own_identity(binaries: Binaries) -> None:
     assert result.stdout == b"uid=1000 gid=1000 pid=2 host=sandbox2\n"
 
 
+async def test_loopback_is_up_for_a_sandboxee_that_may_use_sockets(binaries: Binaries) -> None:
+    policy = base_policy().allow_syscalls(
+        ["socket", "bind", "getsockname", "sendto", "recvfrom"]
+    )
+    result = await run(binaries.static, "loopback", policy=policy)
+    assert result.status is Status.OK, str(result)
+    assert result.exit_code == 0
+
+
 async def test_disallowed_syscall_is_a_violation(binaries: Binaries) -> None:
     result = await run(binaries.static, "syscall", str(GETPPID))
     assert result.status is Status.VIOLATION, str(result)

@@ -35,7 +35,8 @@ class SpawnRequest:
     """Everything the fork server needs to make one sandboxee (all paths absolute).
 
     ``mounts`` holds ``(kind, target, source, writable, size)`` tuples, parents first;
-    ``targets`` the sandboxee fd numbers of the mapped fds, in the order they are sent.
+    ``targets`` the sandboxee fd numbers of the mapped fds, in the order they are sent;
+    ``loopback`` whether to bring up ``lo`` in a new network namespace.
     """
 
     flags: int
@@ -47,6 +48,7 @@ class SpawnRequest:
     envp: list[bytes]
     rlimits: list[tuple[int, int, int]]
     filter: bytes
+    loopback: bool
 
     def encode(self) -> bytes:
         """The request as the server reads it."""
@@ -61,6 +63,7 @@ class SpawnRequest:
                 "envp": self.envp,
                 "rlimits": self.rlimits,
                 "filter": self.filter,
+                "loopback": self.loopback,
             }
         )
 

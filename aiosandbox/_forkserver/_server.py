@@ -280,8 +280,9 @@ def _build_root(
     parents come before their children.  ``wait_for_ids`` is called once the work that
     needs no uid map is done, before the first file is created.
     """
-    # Stop mount events from flowing between the host and this namespace.
-    _check(_mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    # No MS_PRIVATE pass over "/" is needed: a mount namespace made together with a new
+    # user namespace gets the host's shared mounts as slaves (CL_SHARED_TO_SLAVE), so
+    # nothing mounted here reaches the host, and the old root is detached below anyway.
     sources: dict[int, int] = {}
     for index, (kind, _target, source, _writable, _size) in enumerate(mounts):
         if kind in ("file", "directory"):
@@ -378,7 +379,7 @@ def _setup_host_and_network(request: dict[str, Any]) -> None:
     flags = request["flags"]
     if flags & CLONE_NEWUTS:
         socket.sethostname(request["hostname"])
-    if flags & CLONE_NEWNET:
+    if flags & CLONE_NEWNET and request["loopback"]:
         _bring_up_loopback()
 
 

@@ -12,6 +12,9 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 static int usage(void) {
   static const char text[] = "usage: testcase MODE [ARGS]\n";
@@ -102,6 +105,18 @@ int main(int argc, char **argv) {
     if (pthread_create(&t, NULL, violating_thread, NULL) != 0) return 100;
     pthread_join(t, NULL);
     return 0;
+  }
+  if (!strcmp(mode, "loopback")) {
+    /* A UDP datagram to itself over 127.0.0.1: needs lo up. */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) return errno;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0) return errno;
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0) return errno;
+    if (sendto(fd, "ping", 4, 0, (struct sockaddr *)&addr, len) != 4) return errno;
+    char buf[8];
+    return recvfrom(fd, buf, sizeof buf, 0, NULL, NULL) == 4 ? 0 : errno;
   }
   if (!strcmp(mode, "spin")) {
     for (volatile unsigned long i = 0;; i++) {}
