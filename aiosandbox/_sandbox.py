@@ -42,8 +42,8 @@ from ._executor import DEVNULL, PIPE, Executor, Limits
 from ._forkserver._client import SpawnRequest, fork_server
 from ._monitor._ptrace import PtraceMonitor
 from ._policy import MountKind, Policy, kernel_filter, syscall_number
-from .bpf import KILL, evaluate
 from ._result import Result, ResultBuilder, SetupReason, Status
+from .bpf import KILL, evaluate
 
 __all__ = ["Sandbox"]
 

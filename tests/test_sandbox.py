@@ -83,9 +83,7 @@ async def test_sandboxee_sees_its_own_identity(binaries: Binaries) -> None:
 
 
 async def test_loopback_is_up_for_a_sandboxee_that_may_use_sockets(binaries: Binaries) -> None:
-    policy = base_policy().allow_syscalls(
-        ["socket", "bind", "getsockname", "sendto", "recvfrom"]
-    )
+    policy = base_policy().allow_syscalls(["socket", "bind", "getsockname", "sendto", "recvfrom"])
     result = await run(binaries.static, "loopback", policy=policy)
     assert result.status is Status.OK, str(result)
     assert result.exit_code == 0
