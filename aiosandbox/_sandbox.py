@@ -40,6 +40,14 @@ from ._asyncio import (
 from ._exceptions import PolicyError
 from ._executor import DEVNULL, PIPE, Executor, Limits
 from ._forkserver._client import SpawnRequest, fork_server
+from ._forkserver._server import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+)
 from ._monitor._ptrace import PtraceMonitor
 from ._policy import MountKind, Policy, kernel_filter, syscall_number
 from ._result import Result, ResultBuilder, SetupReason, Status
@@ -48,13 +56,6 @@ from .bpf import KILL, evaluate
 __all__ = ["Sandbox"]
 
 logger = logging.getLogger("aiosandbox.sandbox")
-
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
 
 _RLIM_INFINITY = resource.RLIM_INFINITY & 0xFFFFFFFFFFFFFFFF
 _MOUNT_KINDS = {
