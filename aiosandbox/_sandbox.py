@@ -157,6 +157,10 @@ class Sandbox:
             raise ValueError("this executor has started a sandbox already; make a new one")
         if not policy.namespaces:
             raise PolicyError("disable_namespaces() is not supported yet")
+        mapped = {target for _, target in executor.ipc.mapped_fds}
+        for target, name in enumerate(("stdin", "stdout", "stderr")):
+            if target in mapped and getattr(executor, name) is not None:
+                raise ValueError(f"{name} is given and also mapped with ipc.map_fd")
         executor._used = True
         self._executor = executor
         self._policy = policy
@@ -291,8 +295,6 @@ class Sandbox:
             (2, "stderr", executor.stderr),
         ):
             if target in mapped:
-                if spec is not None:
-                    raise ValueError(f"{name} is given and also mapped with ipc.map_fd")
                 continue
             if spec is None or spec == DEVNULL:
                 fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

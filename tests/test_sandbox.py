@@ -432,6 +432,18 @@ def test_missing_policy_path_is_a_policy_error() -> None:
         PolicyBuilder().add_file("/no/such/file").build()
 
 
+def test_a_stream_given_twice_is_an_error(binaries: Binaries) -> None:
+    executor = Executor(binaries.static, ["testcase", "cat"], stdin=PIPE)
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        executor.ipc.map_fd(fd, 0)
+    finally:
+        os.close(fd)
+    with pytest.raises(ValueError, match="stdin"):
+        Sandbox(executor, base_policy().build())
+    executor.ipc.close()
+
+
 async def test_an_executor_serves_one_sandbox(binaries: Binaries) -> None:
     executor = Executor(binaries.static, ["testcase", "exit", "0"])
     policy = base_policy().build()
