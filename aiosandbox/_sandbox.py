@@ -456,10 +456,8 @@ class Sandbox:
         try:
             await self._done.wait()
         except BaseException:
-            self.kill()
-            with anyio.move_on_after(_SHUTDOWN_GRACE, shield=True):
-                await self._done.wait()
-                await self._close_streams()
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
             raise
         assert self._result is not None
         return self._result
