@@ -24,10 +24,11 @@ by :meth:`PolicyBuilder.build`.
 from __future__ import annotations
 
 import copy as _copy
+import functools
 import ipaddress
 import os
-from collections.abc import Iterable
-from typing import Self
+from collections.abc import Callable, Iterable
+from typing import Any, Self, TypeVar
 
 from aiosandbox._exceptions import PolicyError
 from aiosandbox._policy._arch import HOST_ARCH, Arch, syscall_number, syscall_number_or_none
@@ -52,7 +53,14 @@ from aiosandbox._policy._bpf import (
     stmt,
 )
 from aiosandbox._policy._compiler import rule_block, rule_on_syscalls
-from aiosandbox._policy._policy import DEFAULT_HOSTNAME, AllowedEndpoint, Mount, MountKind, Policy
+from aiosandbox._policy._policy import (
+    DEFAULT_HOSTNAME,
+    AllowedEndpoint,
+    BuilderCall,
+    Mount,
+    MountKind,
+    Policy,
+)
 
 __all__ = ["PolicyBuilder"]
 
@@ -141,6 +149,8 @@ class PolicyBuilder:
         self._namespaces: bool | None = None  # None: default (on), not yet required
         self._unrestricted_networking = False
         self._endpoints: list[AllowedEndpoint] = []
+        self._recipe: list[BuilderCall] = []
+        self._call_depth = 0  # > 0 while a public method runs: its inner calls are not kept
 
     # --- copying and building -----------------------------------------------------------
 
@@ -184,6 +194,7 @@ class PolicyBuilder:
             user_handles_ptrace=self._handles_ptrace,
             user_handles_bpf=self._handles_bpf,
             rule_syscalls=tuple(self._rule_syscalls),
+            recipe=tuple(self._recipe),
         )
 
     # --- syscall resolution -------------------------------------------------------------
@@ -983,3 +994,45 @@ def _port(port: object) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise PolicyError(f"a port is an int in 0..65535 (0 = any), got {port!r}")
     return port
+
+
+# --- the recipe: which public calls made a policy ---------------------------------------
+
+_RECORDED_PREFIXES = ("allow_", "add_", "block_", "set_", "disable_", "collect_", "danger_")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _recorded(name: str, method: _F) -> _F:
+    """Wrap a public builder method so that a successful outermost call joins the recipe."""
+
+    @functools.wraps(method)
+    def wrapper(self: PolicyBuilder, *args: Any, **kwargs: Any) -> Any:
+        if self._call_depth:
+            return method(self, *args, **kwargs)
+        if name.endswith("syscalls") and args and _is_list_like(args[0]):
+            args = (tuple(args[0]), *args[1:])  # a generator is read once, here
+        self._call_depth += 1
+        try:
+            result = method(self, *args, **kwargs)
+        finally:
+            self._call_depth -= 1
+        if name.startswith("add_policy_on_syscall"):
+            # Keep what was checked, not a list the caller may still mutate.
+            if "block" in kwargs:
+                kwargs = {**kwargs, "block": assemble(kwargs["block"])}
+            else:
+                args = (*args[:1], assemble(args[1]), *args[2:])
+        self._recipe.append(BuilderCall(name, tuple(args), tuple(sorted(kwargs.items()))))
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _is_list_like(value: object) -> bool:
+    return isinstance(value, Iterable) and not isinstance(value, str | bytes)
+
+
+for _name, _method in list(vars(PolicyBuilder).items()):
+    if callable(_method) and (_name.startswith(_RECORDED_PREFIXES) or _name == "default_action"):
+        setattr(PolicyBuilder, _name, _recorded(_name, _method))
+del _name, _method

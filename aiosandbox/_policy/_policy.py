@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from aiosandbox._policy._arch import HOST_ARCH, Arch, syscall_name
 from aiosandbox._policy._bpf import Instruction
@@ -13,6 +14,7 @@ from aiosandbox._policy._compiler import compile_program, kernel_program
 __all__ = [
     "DEFAULT_HOSTNAME",
     "AllowedEndpoint",
+    "BuilderCall",
     "Mount",
     "MountKind",
     "Policy",
@@ -52,6 +54,19 @@ class Mount:
     source: str | None
     writable: bool
     size: int | None
+
+
+class BuilderCall(NamedTuple):
+    """One public :class:`PolicyBuilder` call, as the caller made it.
+
+    A policy keeps the calls that built it (:attr:`Policy.recipe`) so that a policy file can
+    say what was asked (``allow_read``) rather than what it compiled to. Blocks given to
+    ``add_policy_on_syscall(s)`` are kept assembled (a tuple of instructions).
+    """
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +114,8 @@ class Policy:
             does not kill it.
         user_handles_bpf: same for bpf.
         rule_syscalls: the syscall numbers the builder's rules name, in first-use order.
+        recipe: the public builder calls that made this policy, in order (empty for a
+            policy made directly). Replaying them on a new builder gives an equal policy.
     """
 
     user_program: tuple[Instruction, ...]
@@ -111,6 +128,7 @@ class Policy:
     user_handles_ptrace: bool = field(default=False, repr=False)
     user_handles_bpf: bool = field(default=False, repr=False)
     rule_syscalls: tuple[int, ...] = field(default=(), repr=False)
+    recipe: tuple[BuilderCall, ...] = field(default=(), repr=False, compare=False)
     program: tuple[Instruction, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
