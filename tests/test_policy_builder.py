@@ -6,6 +6,8 @@ import copy
 import errno
 import ipaddress
 import mmap
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from aiosandbox._policy import (
     HOST_ARCH,
     MAGIC_SYSCALL_ERRNO,
     MAGIC_SYSCALL_NR,
+    SANDBOXED_MAGIC,
     AllowedEndpoint,
     Arch,
     Mount,
@@ -126,9 +129,10 @@ def test_ptrace_and_bpf_can_be_blocked_with_errno() -> None:
     policy = PolicyBuilder().block_syscalls_with_errno(["ptrace", "bpf"], errno.EPERM).build()
     assert bpf.evaluate(policy, "ptrace") == bpf.ERRNO(errno.EPERM)
     assert bpf.evaluate(policy, "bpf") == bpf.ERRNO(errno.EPERM)
-    # A block that loses to an earlier allow must not lift the default kill.
-    policy = PolicyBuilder().allow_syscall("ptrace").block_syscall_with_errno("ptrace", 1).build()
-    assert bpf.evaluate(policy, "ptrace") == bpf.KILL
+    # A block that contradicts an earlier allow is refused, so it never lifts the kill.
+    builder = PolicyBuilder().allow_syscall("ptrace").block_syscall_with_errno("ptrace", 1)
+    with pytest.raises(PolicyError, match="contradictory rules for syscall 'ptrace'"):
+        builder.build()
 
 
 def test_policies_on_bpf_or_ptrace_are_rejected() -> None:
@@ -176,16 +180,88 @@ def test_block_with_errno() -> None:
         PolicyBuilder().block_syscall_with_errno("open", 1 << 16)
 
 
-def test_first_decision_wins() -> None:
-    blocked_first = PolicyBuilder().block_syscall_with_errno("read", errno.EIO).allow_read()
-    assert bpf.evaluate(blocked_first.build(), "read") == bpf.ERRNO(errno.EIO)
-    assert bpf.evaluate(blocked_first.build(), "readv") == bpf.ALLOW
-    allowed_first = PolicyBuilder().allow_read().block_syscall_with_errno("read", errno.EIO)
-    assert bpf.evaluate(allowed_first.build(), "read") == bpf.ALLOW
-    # A later decision for the same syscall emits nothing.
-    base = PolicyBuilder().allow_syscall("read")
-    longer = base.copy().allow_syscall("read").allow_syscall(0).block_syscall_with_errno("read", 1)
-    assert base.build().program == longer.build().program
+def test_first_decision_wins_and_repeats_emit_nothing() -> None:
+    base = PolicyBuilder().allow_syscall("read").block_syscall_with_errno("open", errno.EIO)
+    longer = base.copy().allow_syscall("read").allow_syscall(0).allow_read()
+    longer.block_syscall_with_errno("open", errno.EIO).block_syscalls_with_errno([2], 5)
+    assert bpf.evaluate(longer.build(), "read") == bpf.ALLOW
+    assert bpf.evaluate(longer.build(), "readv") == bpf.ALLOW
+    assert bpf.evaluate(longer.build(), "open") == bpf.ERRNO(errno.EIO)
+    base_returns = sum(insn.is_return for insn in base.build().program)
+    # readv, preadv, pread64 are new; read and open are not emitted twice.
+    assert sum(insn.is_return for insn in longer.build().program) == base_returns + 3
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: PolicyBuilder().block_syscall_with_errno("read", errno.EIO).allow_read(),
+            "syscall 'read': blocked with EIO (5) by block_syscall_with_errno('read', 5),"
+            " but allowed by allow_read()",
+        ),
+        (
+            lambda: PolicyBuilder().allow_read().block_syscall_with_errno("read", errno.EIO),
+            "syscall 'read': allowed by allow_read(), but blocked with EIO (5) by"
+            " block_syscall_with_errno('read', 5)",
+        ),
+        (
+            lambda: PolicyBuilder().allow_syscall(0).block_syscalls_with_errno(["read"], 1),
+            "syscall 'read': allowed by allow_syscall(0), but blocked with EPERM (1) by"
+            " block_syscalls_with_errno(['read'], 1)",
+        ),
+        (
+            lambda: PolicyBuilder().block_syscall_with_errno("open", 1).allow_dynamic_startup(),
+            "syscall 'open': blocked with EPERM (1) by block_syscall_with_errno('open', 1),"
+            " but allowed by allow_dynamic_startup()",
+        ),
+        (
+            lambda: (
+                PolicyBuilder()
+                .block_syscall_with_errno("open", 1)
+                .allow_syscall("getpid")
+                .block_syscall_with_errno("open", 2)
+            ),
+            "syscall 'open': blocked with EPERM (1) by block_syscall_with_errno('open', 1),"
+            " but blocked with ENOENT (2) by block_syscall_with_errno('open', 2)",
+        ),
+        (
+            # A helper's argument-restricted grant after an errno block could never apply.
+            lambda: PolicyBuilder().block_syscall_with_errno("ioctl", 25).allow_tcgets(),
+            "syscall 'ioctl': blocked with ENOTTY (25) by block_syscall_with_errno('ioctl',"
+            " 25), but allowed by allow_tcgets()",
+        ),
+    ],
+    ids=["block-allow", "allow-block", "numbers", "helper", "two-errnos", "restricted"],
+)
+def test_contradictory_rules_are_rejected_at_build(
+    build: Callable[[], PolicyBuilder], message: str
+) -> None:
+    builder = build()  # each call alone is fine
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        builder.build()
+
+
+def test_rules_that_refine_each_other_are_not_contradictions() -> None:
+    policy = (
+        PolicyBuilder()
+        # An argument-restricted grant refined by a later errno block.
+        .allow_tcgets()
+        .block_syscall_with_errno("ioctl", errno.ENOTTY)
+        # Helpers' overridable errnos (static startup's readlink) give way to user rules.
+        .allow_static_startup()
+        .allow_readlink()
+        .block_syscall_with_errno("sigaltstack", errno.EPERM)
+        # The same decision twice, and an allow of what a helper allowed on conditions.
+        .block_syscall_with_errno("ioctl", errno.ENOTTY)
+        .allow_syscall("mprotect")
+        .build()
+    )
+    assert bpf.evaluate(policy, "ioctl", (0, 0x5401)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "ioctl", (0, 0x5413)) == bpf.ERRNO(errno.ENOTTY)
+    assert bpf.evaluate(policy, "readlink") == bpf.ALLOW
+    assert bpf.evaluate(policy, "sigaltstack") == bpf.ERRNO(errno.EPERM)
+    assert bpf.evaluate(policy, "mprotect", (0, 1, 7)) == bpf.ALLOW
 
 
 def test_policy_blocks_are_always_appended_in_order() -> None:
@@ -297,13 +373,23 @@ def test_kernel_filter_rewrites_process_ending_verdicts() -> None:
     assert traces == {bpf.TRACE(TraceCode.VIOLATION).k, bpf.TRACE(TraceCode.EXEC_GATE).k}
 
 
-def test_kernel_filter_post_exec_has_no_gate() -> None:
+def test_kernel_filter_post_exec_has_no_gate_but_the_sandboxed_notice() -> None:
     policy = PolicyBuilder().allow_syscall("getpid").build()
     post = kernel_program(policy, pre_exec=False)
-    assert len(post) == len(policy.program) - 7
+    assert len(post) == len(policy.program) - 7 + 5
     gate = (3, 0, 0, 0, AT_EMPTY_PATH, EXEC_MAGIC)
     assert bpf.evaluate(post, "execveat", gate) == VIOLATION
     assert bpf.evaluate(post, "getpid") == bpf.ALLOW
+    notice = bpf.evaluate(post, MAGIC_SYSCALL_NR, (SANDBOXED_MAGIC,))
+    assert notice == bpf.TRACE(TraceCode.SANDBOXED)
+    assert bpf.evaluate(post, MAGIC_SYSCALL_NR, (1,)) == bpf.ERRNO(MAGIC_SYSCALL_ERRNO)
+
+
+def test_kernel_filter_keeps_learn_traces_and_rewrites_others() -> None:
+    policy = PolicyBuilder().default_action(bpf.TRACE(TraceCode.LEARN)).build()
+    assert bpf.evaluate(kernel_program(policy), "getpid") == bpf.TRACE(TraceCode.LEARN)
+    policy = PolicyBuilder().default_action(bpf.TRACE(TraceCode.SANDBOXED)).build()
+    assert bpf.evaluate(kernel_program(policy), "getpid") == VIOLATION
 
 
 def test_trace_codes() -> None:
@@ -502,6 +588,305 @@ def test_complex_helpers_emit_once() -> None:
     fcntl_only = len(PolicyBuilder().allow_safe_fcntl().build().program)
     fcntl_size = fcntl_only - len(PolicyBuilder().build().program)
     assert len(twice.allow_safe_fcntl().build().program) == size + fcntl_size
+
+
+# --- every Sandbox2 helper, on both architectures ----------------------------------------
+
+STAT = {"fstat", "fstatfs", "newfstatat", "statfs"}
+STAT_X86 = {"lstat", "stat"}
+READ = {"read", "readv", "preadv", "pread64"}
+WRITE = {"write", "writev", "pwritev", "pwrite64"}
+RSEQ = {"rseq", "mmap", "getcpu", "membarrier", "futex", "openat", "ppoll", "close"}
+RSEQ |= READ | {"rt_sigprocmask", "prctl"}
+TC_MALLOC = RSEQ | {"clock_gettime", "gettimeofday", "munmap", "nanosleep", "brk", "mincore"}
+TC_MALLOC |= {"lseek", "madvise", "getpid", "getppid", "gettid", "process_vm_readv", "mprotect"}
+PROXY = {"close", "dup", "dup3", "fcntl", "futex", "getsockopt", "gettid", "recvmsg", "socket"}
+SANITIZERS = STAT | READ | {"mmap", "munmap", "sched_yield", "futex", "kill", "tgkill", "tkill"}
+SANITIZERS |= {"mprotect", "madvise", "openat", "getpid", "getppid", "gettid", "ioctl", "lseek"}
+SANITIZERS |= {"sched_getaffinity", "close", "faccessat", "faccessat2", "readlinkat", "uname"}
+SANITIZERS |= {"brk", "set_tid_address", "set_robust_list", "rt_sigaction", "rt_sigprocmask"}
+SANITIZERS |= {"getrlimit", "prlimit64", "rseq", "sigaltstack", "getrandom", "rt_sigreturn"}
+SANITIZERS |= {"restart_syscall"}
+
+
+@pytest.mark.parametrize(
+    ("call", "names", "x86_only"),
+    [
+        (lambda b: b.allow_mprotect(), {"mprotect"}, set()),
+        (lambda b: b.allow_pkey_mprotect(), {"pkey_mprotect"}, set()),
+        (lambda b: b.allow_pkey_mprotect_without_exec(), {"pkey_mprotect"}, set()),
+        (lambda b: b.allow_limited_madvise(), {"madvise"}, set()),
+        (lambda b: b.allow_madvise_populate(), {"madvise"}, set()),
+        (lambda b: b.allow_wipe_on_fork(), {"madvise"}, set()),
+        (lambda b: b.allow_prctl_set_vma(), {"prctl"}, set()),
+        (lambda b: b.allow_safe_bpf(), {"bpf"}, set()),
+        (lambda b: b.allow_shared_memory(), STAT | {"mmap", "munmap", "close"}, STAT_X86),
+        (
+            lambda b: b.allow_shared_memory_comms(),
+            STAT | {"mmap", "munmap", "close", "futex"},
+            STAT_X86,
+        ),
+        (lambda b: b.allow_restartable_sequences(), RSEQ, {"creat", "open", "poll"}),
+        (
+            lambda b: b.allow_restartable_sequences(allow_slow_fences=True),
+            RSEQ | {"sched_getaffinity", "sched_setaffinity"},
+            {"creat", "open", "poll"},
+        ),
+        (lambda b: b.allow_tc_malloc(), TC_MALLOC, {"creat", "open", "poll", "time"}),
+        (
+            lambda b: b.allow_scudo_malloc(),
+            {"clock_gettime", "gettimeofday", "munmap", "nanosleep", "futex", "madvise"}
+            | {"getrandom", "getpid", "getppid", "gettid", "mmap", "openat"},
+            {"time", "open"},
+        ),
+        (
+            lambda b: b.allow_log_forwarding(),
+            TC_MALLOC | WRITE | {"mremap", "kill", "getrlimit", "prlimit64"},
+            {"creat", "open", "poll", "time"},
+        ),
+        (
+            lambda b: b.allow_llvm_sanitizers(),
+            SANITIZERS,
+            {"access", "arch_prctl", "creat", "open", "readlink"} | STAT_X86,
+        ),
+        (lambda b: b.add_network_proxy_policy(), PROXY, {"dup2"}),
+        (
+            lambda b: b.add_network_proxy_handler_policy(),
+            PROXY | {"connect", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn"},
+            {"dup2"},
+        ),
+    ],
+)
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_helper_syscalls_on_both_architectures(
+    call: Callable[[PolicyBuilder], PolicyBuilder], names: set[str], x86_only: set[str], arch: str
+) -> None:
+    builder = PolicyBuilder(arch=arch)
+    call(builder)
+    expected = names | x86_only if arch == "x86_64" else names
+    assert set(builder.build().syscalls()) == expected
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_madvise_helpers_allow_exactly_their_advice(arch: str) -> None:
+    everything = [*range(32), 0xFFFFFFFF]
+    for call, advice in [
+        (PolicyBuilder.allow_limited_madvise, {2, 4, 9, 14, 15, 16, 24, 25}),
+        (PolicyBuilder.allow_madvise_populate, {22, 23}),
+        (PolicyBuilder.allow_wipe_on_fork, {18, 0xFFFFFFFF}),
+    ]:
+        policy = call(PolicyBuilder(arch=arch)).build()
+        verdicts = {a: bpf.evaluate(policy, "madvise", (0, 1, a), arch=arch) for a in everything}
+        allowed = {a for a, verdict in verdicts.items() if verdict == bpf.ALLOW}
+        assert allowed == advice, call.__name__
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_memory_helpers_argument_restrictions(arch: str) -> None:
+    anon, shared, fixed, noreserve, noreplace = 0x22, 0x01, 0x10, 0x4000, 0x100000
+    pr_set_vma = 0x53564D41
+
+    def verdict(policy: Policy, name: str, *args: int) -> bpf.Instruction:
+        return bpf.evaluate(policy, name, args, arch=arch)
+
+    policy = PolicyBuilder(arch=arch).allow_prctl_set_vma().allow_pkey_mprotect_without_exec()
+    policy = policy.allow_shared_memory().build()
+    assert verdict(policy, "prctl", pr_set_vma, 0) == bpf.ALLOW
+    assert verdict(policy, "prctl", pr_set_vma, 1) == bpf.KILL
+    assert verdict(policy, "prctl", 15, 0) == bpf.KILL
+    assert verdict(policy, "pkey_mprotect", 0, 1, PROT_RW, -1) == bpf.ALLOW
+    assert verdict(policy, "pkey_mprotect", 0, 1, 7, -1) == bpf.KILL
+    assert verdict(policy, "mmap", 0, 1, PROT_RW, shared, 3) == bpf.ALLOW
+    assert verdict(policy, "mmap", 0, 1, PROT_RW, shared | 0x20, -1) == bpf.KILL
+    assert verdict(policy, "mmap", 0, 1, mmap.PROT_READ, shared, 3) == bpf.KILL
+
+    policy = PolicyBuilder(arch=arch).allow_restartable_sequences().build()
+    assert verdict(policy, "rt_sigprocmask", 2) == bpf.ALLOW  # SIG_SETMASK
+    assert verdict(policy, "rt_sigprocmask", 0) == bpf.KILL  # SIG_BLOCK
+    assert verdict(policy, "mmap", 0, 1, PROT_RW, anon) == bpf.ALLOW
+    assert verdict(policy, "mmap", 0, 1, PROT_RW, 0x02) == bpf.KILL
+    assert verdict(policy, "futex", 0, 0) == verdict(policy, "futex", 0, 129) == bpf.ALLOW
+    assert verdict(policy, "futex", 0, 9) == bpf.KILL  # WAIT_BITSET is not theirs
+
+    policy = PolicyBuilder(arch=arch).allow_tc_malloc().build()
+    assert verdict(policy, "mmap", 0, 1, PROT_NONE, anon | noreplace) == bpf.ALLOW
+    assert verdict(policy, "mmap", 0, 1, PROT_NONE, anon | noreserve) == bpf.ALLOW
+    assert verdict(policy, "mmap", 0, 1, PROT_NONE, anon | fixed) == bpf.KILL
+    assert verdict(policy, "mprotect", 0, 1, PROT_NONE) == bpf.ALLOW
+    assert verdict(policy, "mprotect", 0, 1, mmap.PROT_READ) == bpf.KILL
+    assert verdict(policy, "process_vm_readv") == bpf.ERRNO(errno.ENOSYS)
+
+    policy = PolicyBuilder(arch=arch).allow_scudo_malloc().build()
+    assert verdict(policy, "mmap", 0, 1, PROT_RW, anon | fixed | noreserve) == bpf.ALLOW
+    assert verdict(policy, "mmap", 0, 1, PROT_RW, anon | shared) == bpf.KILL
+    assert verdict(policy, "mmap", 0, 1, PROT_NONE, anon) == bpf.KILL
+    assert verdict(policy, "openat") == bpf.ERRNO(errno.ENOENT)
+    # The ENOENT is a fallback: a user rule wins, wherever it comes.
+    policy = PolicyBuilder(arch=arch).allow_scudo_malloc().allow_open().build()
+    assert verdict(policy, "openat") == bpf.ALLOW
+
+    policy = PolicyBuilder(arch=arch).allow_log_forwarding().build()
+    assert verdict(policy, "kill", 0, 6) == bpf.ALLOW  # its own group, SIGABRT
+    assert verdict(policy, "kill", 0, 9) == bpf.KILL
+    assert verdict(policy, "kill", 1, 6) == bpf.KILL
+    assert verdict(policy, "rt_sigprocmask", 0) == bpf.ALLOW  # SIG_BLOCK
+    assert verdict(policy, "rt_sigprocmask", 1) == bpf.KILL
+
+    policy = PolicyBuilder(arch=arch).allow_llvm_sanitizers().build()
+    assert verdict(policy, "mprotect", 0, 1, PROT_RW) == bpf.ALLOW
+    assert verdict(policy, "mprotect", 0, 1, PROT_RW | mmap.PROT_EXEC) == bpf.KILL
+    assert verdict(policy, "ioctl", 1, 0x5401) == bpf.ERRNO(errno.EPERM)
+    assert verdict(policy, "readlinkat") == bpf.ERRNO(errno.ENOENT)
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_network_proxy_policies(arch: str) -> None:
+    af_unix, af_inet, af_inet6, af_netlink = 1, 2, 10, 16
+    stream, dgram, nonblock, cloexec = 1, 2, 0o4000, 0o2000000
+    sol_socket, ipproto_tcp, so_type, so_domain, so_rcvbuf = 1, 6, 3, 39, 8
+
+    def verdict(policy: Policy, name: str, *args: int) -> bpf.Instruction:
+        return bpf.evaluate(policy, name, args, arch=arch)
+
+    policy = PolicyBuilder(arch=arch).add_network_proxy_policy().build()
+    assert policy.network_proxy and not policy.filter_unix_sockets
+    assert verdict(policy, "socket", af_inet, stream) == bpf.ALLOW
+    assert verdict(policy, "socket", af_inet6, dgram) == bpf.ALLOW
+    assert verdict(policy, "socket", af_unix, stream) == bpf.KILL
+    assert verdict(policy, "getsockopt", 3, sol_socket, so_type) == bpf.ALLOW
+    assert verdict(policy, "getsockopt", 3, sol_socket, so_domain) == bpf.ALLOW
+    assert verdict(policy, "getsockopt", 3, sol_socket, so_rcvbuf) == bpf.KILL
+    assert verdict(policy, "getsockopt", 3, ipproto_tcp, so_type) == bpf.KILL
+    assert verdict(policy, "connect") == bpf.KILL
+
+    policy = PolicyBuilder(arch=arch).add_network_proxy_handler_policy(True).build()
+    assert policy.filter_unix_sockets
+    assert verdict(policy, "socket", af_unix, stream | nonblock | cloexec) == bpf.ALLOW
+    assert verdict(policy, "socket", af_unix, dgram) == bpf.ERRNO(errno.EACCES)
+    assert verdict(policy, "socket", af_netlink, dgram) == bpf.KILL
+    assert verdict(policy, "connect") == bpf.TRAP
+    assert verdict(policy, "rt_sigaction", 31) == bpf.ALLOW  # SIGSYS
+    assert verdict(policy, "rt_sigaction", 10) == bpf.KILL
+    assert verdict(policy, "rt_sigprocmask", 1) == bpf.ALLOW  # SIG_UNBLOCK
+    assert verdict(policy, "rt_sigprocmask", 2) == bpf.KILL
+
+
+def test_network_proxy_policy_is_added_once() -> None:
+    builder = PolicyBuilder().add_network_proxy_policy()
+    with pytest.raises(PolicyError, match="at most once"):
+        builder.add_network_proxy_handler_policy()
+    with pytest.raises(PolicyError, match="at most once"):
+        PolicyBuilder().add_network_proxy_handler_policy().add_network_proxy_policy()
+    for bad in ("relative/sock", "", 7):
+        with pytest.raises(PolicyError, match="UNIX socket"):
+            PolicyBuilder().allow_unix_socket(bad)  # type: ignore[arg-type]
+
+
+def test_safe_bpf_is_checked_before_every_rule() -> None:
+    safe = {1, 4, 7, 12, 14, 15}
+    for builder in (
+        PolicyBuilder().allow_safe_bpf(),
+        # Sandbox2 checks them in its default policy, so an allow does not widen them.
+        PolicyBuilder().allow_syscall("bpf").allow_safe_bpf(),
+        PolicyBuilder().allow_safe_bpf().default_action(bpf.ALLOW),
+    ):
+        policy = builder.build()
+        for cmd in range(40):
+            expected = bpf.ALLOW if cmd in safe else bpf.KILL
+            assert bpf.evaluate(policy, "bpf", (cmd,)) == expected, cmd
+        assert bpf.evaluate(policy, "bpf", (1 << 32 | 5,)) == bpf.KILL
+    # The other commands fail with the errno of a block, wherever it comes.
+    for builder in (
+        PolicyBuilder().allow_safe_bpf().block_syscall_with_errno("bpf", errno.EPERM),
+        PolicyBuilder().block_syscall_with_errno("bpf", errno.EPERM).allow_safe_bpf(),
+    ):
+        policy = builder.build()
+        assert bpf.evaluate(policy, "bpf", (1,)) == bpf.ALLOW
+        assert bpf.evaluate(policy, "bpf", (5,)) == bpf.ERRNO(errno.EPERM)
+    assert bpf.evaluate(PolicyBuilder().build(), "bpf", (1,)) == bpf.KILL
+
+
+def test_helpers_mounts_follow_namespaces() -> None:
+    with_proc = PolicyBuilder().allow_restartable_sequences().build()
+    assert [(m.kind, m.target) for m in with_proc.mounts] == [
+        (MountKind.PROC, "/proc"),
+        (MountKind.DIRECTORY, "/sys/devices/system/cpu"),
+    ]
+    # A helper's mounts do not require namespaces: disabling them drops the mounts...
+    dropped = PolicyBuilder().allow_tc_malloc().disable_namespaces().build()
+    assert (dropped.mounts, dropped.namespaces) == ((), False)
+    assert PolicyBuilder().disable_namespaces().allow_llvm_sanitizers().build().mounts == ()
+    # ...while the user's own mounts still do, and the same mount twice is one.
+    builder = PolicyBuilder().add_directory("/proc").allow_restartable_sequences()
+    assert len(builder.build().mounts) == 2
+    with pytest.raises(PolicyError, match="cannot disable namespaces"):
+        builder.disable_namespaces()
+
+
+def test_llvm_coverage_mounts_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COVERAGE", raising=False)
+    policy = PolicyBuilder().allow_llvm_coverage(str(tmp_path)).build()
+    assert Mount(MountKind.DIRECTORY, str(tmp_path), str(tmp_path), True, None) in policy.mounts
+    assert bpf.evaluate(policy, "prctl", (2,)) == bpf.ALLOW  # PR_GET_PDEATHSIG
+    assert bpf.evaluate(policy, "prctl", (1, 9)) == bpf.ERRNO(errno.EPERM)
+    assert bpf.evaluate(policy, "mmap", (0, 1, PROT_RW, mmap.MAP_SHARED, 3)) == bpf.ALLOW
+    monkeypatch.setenv("COVERAGE", "1")
+    monkeypatch.setenv("COVERAGE_DIR", str(tmp_path / "missing"))
+    with pytest.raises(PolicyError, match="does not exist"):
+        PolicyBuilder().allow_llvm_coverage().build()
+
+
+def test_new_helpers_emit_once_and_replay_from_the_recipe(tmp_path: Path) -> None:
+    builder = (
+        PolicyBuilder()
+        .allow_log_forwarding()
+        .allow_scudo_malloc()
+        .allow_llvm_sanitizers()
+        .allow_restartable_sequences(allow_slow_fences=True)
+        .allow_shared_memory_comms()
+        .allow_safe_bpf()
+        .add_network_proxy_handler_policy(filter_unix_sockets=True)
+        .allow_unix_socket(str(tmp_path / "sock"))
+        .add_policy_on_mmap([bpf.ARG_32(2), bpf.JEQ32(0, bpf.ALLOW), bpf.KILL])
+        .allow_speculation()
+        .allow_write_executable()
+        .set_root_writable()
+        .collect_stacktraces_on_exit(True)
+    )
+    policy = builder.build()
+    again = builder.copy()
+    for call in (
+        again.allow_log_forwarding,
+        again.allow_scudo_malloc,
+        again.allow_llvm_sanitizers,
+        again.allow_restartable_sequences,
+        again.allow_shared_memory_comms,
+        again.allow_wipe_on_fork,
+        again.allow_tc_malloc,
+    ):
+        call()
+    assert again.build().program == policy.program
+    replayed = PolicyBuilder()
+    for call in policy.recipe:
+        getattr(replayed, call.method)(*call.args, **dict(call.kwargs))
+    assert replayed.build() == policy
+    assert (policy.allow_speculation, policy.write_executable, policy.root_writable) == (
+        True,
+        True,
+        True,
+    )
+    assert policy.collect_stacktrace_on_exit
+
+
+def test_settings_arguments_are_checked() -> None:
+    with pytest.raises(PolicyError, match="bool"):
+        PolicyBuilder().collect_stacktraces_on_violation(1)  # type: ignore[arg-type]
+    with pytest.raises(PolicyError, match="needs namespaces"):
+        PolicyBuilder().disable_namespaces().set_root_writable()
+    with pytest.raises(PolicyError, match="negative"):
+        PolicyBuilder().add_libraries_for_binary(-1)
 
 
 # --- mounts ----------------------------------------------------------------------------------

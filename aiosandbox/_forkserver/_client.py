@@ -36,7 +36,8 @@ class SpawnRequest:
 
     ``mounts`` holds ``(kind, target, source, writable, size)`` tuples, parents first;
     ``targets`` the sandboxee fd numbers of the mapped fds, in the order they are sent;
-    ``loopback`` whether to bring up ``lo`` in a new network namespace.
+    ``loopback`` whether to bring up ``lo`` in a new network namespace;
+    ``root_writable``, ``write_executable`` and ``allow_speculation`` are the policy's.
     """
 
     flags: int
@@ -49,6 +50,9 @@ class SpawnRequest:
     rlimits: list[tuple[int, int, int]]
     filter: bytes
     loopback: bool
+    root_writable: bool = False
+    write_executable: bool = False
+    allow_speculation: bool = False
 
     def encode(self) -> bytes:
         """The request as the server reads it."""
@@ -64,6 +68,9 @@ class SpawnRequest:
                 "rlimits": self.rlimits,
                 "filter": self.filter,
                 "loopback": self.loopback,
+                "root_writable": self.root_writable,
+                "write_executable": self.write_executable,
+                "allow_speculation": self.allow_speculation,
             }
         )
 

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
 
+_MACHINE = os.uname().machine
 # Syscall numbers the standard library does not wrap, per architecture.
 _NR = {
     "x86_64": {
@@ -78,7 +79,7 @@ _NR = {
         "mount_setattr": 442,
         "prctl": 167,
     },
-}[os.uname().machine]
+}[_MACHINE]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -110,7 +111,12 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SPECULATION_CTRL = 53
+PR_SPEC_STORE_BYPASS = 0
+PR_SPEC_INDIRECT_BRANCH = 1
+PR_SPEC_FORCE_DISABLE = 1 << 3
 SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
 
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -272,7 +278,10 @@ def _make_mountpoint(root: bytes, target: bytes, is_dir: bool, creatable: bool) 
 
 
 def _build_root(
-    mounts: list[tuple[str, bytes, Any, bool, Any]], wait_for_ids: Callable[[], None]
+    mounts: list[tuple[str, bytes, Any, bool, Any]],
+    wait_for_ids: Callable[[], None],
+    root_writable: bool = False,
+    write_executable: bool = False,
 ) -> bytes:
     """Mounts a fresh root at a staging directory and returns its path.
 
@@ -306,7 +315,8 @@ def _build_root(
         inside_bind = any(target.startswith(p + b"/") for p in bind_prefixes)
         path = _make_mountpoint(staging, target, kind != "file", not inside_bind)
         if kind in ("file", "directory"):
-            attrs = MOUNT_ATTR_NOSUID | (MOUNT_ATTR_NOEXEC if writable else MOUNT_ATTR_RDONLY)
+            noexec = 0 if write_executable else MOUNT_ATTR_NOEXEC
+            attrs = MOUNT_ATTR_NOSUID | (noexec if writable else MOUNT_ATTR_RDONLY)
             fd = sources[index]
             _set_mount_attr(fd, b"", attrs, recursive=(kind == "directory"))
             _move_mount(fd, path)
@@ -329,10 +339,13 @@ def _build_root(
             )
             bind_prefixes.append(target)
     # A bind remount makes the root read-only ten times faster than mount_setattr(2).
-    _check(
-        _mount(None, staging, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
-        "make the root read-only",
-    )
+    if not root_writable:
+        _check(
+            _mount(
+                None, staging, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None
+            ),
+            "make the root read-only",
+        )
     return staging
 
 
@@ -370,7 +383,12 @@ def _setup_root(request: dict[str, Any], ids_mapped: int) -> None:
         os.close(ids_mapped)
 
     if flags & CLONE_NEWNS:
-        root = _build_root(request["mounts"], wait_for_ids)
+        root = _build_root(
+            request["mounts"],
+            wait_for_ids,
+            request["root_writable"],
+            request["write_executable"],
+        )
         _pivot_into(root)
     wait_for_ids()
 
@@ -462,7 +480,7 @@ def _run_sandboxee(
     seccomp_args = (
         ctypes.c_long(_NR["seccomp"]),
         ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-        ctypes.c_uint(0),
+        ctypes.c_uint(SECCOMP_FILTER_FLAG_SPEC_ALLOW if request["allow_speculation"] else 0),
         ctypes.byref(fprog),
     )
     exit_nr = ctypes.c_long(_NR["exit_group"])
@@ -474,7 +492,14 @@ def _run_sandboxee(
         _setrlimit(resource, soft, hard)
     if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SetupFailure(f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}")
-    if _syscall(*seccomp_args) != 0:
+    if not request["allow_speculation"]:
+        # As Sandbox2: no speculative store bypass (nor, on x86-64, indirect branch
+        # speculation) across the sandbox boundary. ENXIO: the CPU is not affected.
+        _prctl(PR_SET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, PR_SPEC_FORCE_DISABLE, 0, 0)
+        if _MACHINE == "x86_64":
+            _prctl(PR_SET_SPECULATION_CTRL, PR_SPEC_INDIRECT_BRANCH, PR_SPEC_FORCE_DISABLE, 0, 0)
+    # No filter: the binary loads its own with sandbox_me_here() (mode (b)).
+    if request["filter"] and _syscall(*seccomp_args) != 0:
         raise SetupFailure(f"cannot load the seccomp filter: {os.strerror(ctypes.get_errno())}")
     # From here on only the exec gate and what the policy allows may run.
     _syscall(*exec_args)

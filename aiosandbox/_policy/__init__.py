@@ -14,6 +14,7 @@ from aiosandbox._policy._builder import PolicyBuilder as PolicyBuilder
 from aiosandbox._policy._compiler import EXEC_MAGIC as EXEC_MAGIC
 from aiosandbox._policy._compiler import MAGIC_SYSCALL_ERRNO as MAGIC_SYSCALL_ERRNO
 from aiosandbox._policy._compiler import MAGIC_SYSCALL_NR as MAGIC_SYSCALL_NR
+from aiosandbox._policy._compiler import SANDBOXED_MAGIC as SANDBOXED_MAGIC
 from aiosandbox._policy._compiler import TraceCode as TraceCode
 from aiosandbox._policy._evaluator import describe_return as describe_return
 from aiosandbox._policy._evaluator import disassemble as disassemble
@@ -29,6 +30,7 @@ __all__ = [
     "HOST_ARCH",
     "MAGIC_SYSCALL_ERRNO",
     "MAGIC_SYSCALL_NR",
+    "SANDBOXED_MAGIC",
     "AllowedEndpoint",
     "Arch",
     "Instruction",

@@ -1,5 +1,6 @@
-"""Classic BPF for seccomp: the instruction value, the macros of ``bpf_helper.h``, and the
-assembler that turns a policy block into straight instructions.
+"""Classic BPF for seccomp: the instruction value, the macros of ``bpf_helper.h``, the
+assembler that turns a policy block into straight instructions, and the checks the kernel
+makes before it loads a filter.
 
 Theory of operation
 -------------------
@@ -15,6 +16,12 @@ as in Sandbox2 -- so raw ``jt``/``jf`` offsets written by hand count the same sl
 sees. :func:`assemble` flattens a block, resolves labels (forward only) and :func:`check_block`
 proves that every jump lands inside the block and, for user blocks, that no path runs off the
 end.
+
+``seccomp(2)`` refuses a program it does not like with a bare EINVAL. :func:`check_block` (for
+a block, when it is added) and :func:`check_program` (for the complete filter, when it is
+compiled) make the kernel's own checks -- allowed opcodes, load offsets, constant divisors and
+shifts, jump ranges, a final return, scratch memory written before it is read -- so such a
+program is a :class:`PolicyError` that names the instruction, before anything runs.
 
 The 64-bit comparisons follow ``bpf_helper.h``: ``ARG(n)`` leaves the low half in ``M[0]``, the
 high half in ``M[1]`` and in ``A``; each ``JEQ``/``JGT``/... compares the high half first, then
@@ -128,6 +135,21 @@ SECCOMP_RET_LOG = 0x7FFC0000
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_ACTION_FULL = 0xFFFF0000
 SECCOMP_RET_DATA = 0x0000FFFF
+SECCOMP_ACTIONS = frozenset(
+    {
+        SECCOMP_RET_KILL_PROCESS,
+        SECCOMP_RET_KILL_THREAD,
+        SECCOMP_RET_TRAP,
+        SECCOMP_RET_ERRNO,
+        SECCOMP_RET_USER_NOTIF,
+        SECCOMP_RET_TRACE,
+        SECCOMP_RET_LOG,
+        SECCOMP_RET_ALLOW,
+    }
+)
+"""The actions the kernel knows; it treats any other as KILL_PROCESS (kernel/seccomp.c)."""
+MAX_ERRNO = 4095
+"""The kernel caps ``SECCOMP_RET_ERRNO`` data at this (include/linux/err.h)."""
 
 SECCOMP_DATA_SIZE = 64
 _NR_OFFSET = 0
@@ -275,12 +297,17 @@ def ERRNO(errno: int) -> Instruction:
     """Fail the syscall with ``-errno`` without running it.
 
     Args:
-        errno: the error number, 0..65535 (the kernel caps it at 4095).
+        errno: the error number, 0..4095. ``ERRNO(0)`` makes the syscall return 0 without
+            running.
 
     Raises:
-        PolicyError: ``errno`` is out of range.
+        PolicyError: ``errno`` is out of range. The filter's data field would hold up to
+            65535, but the kernel silently caps it at 4095 (``MAX_ERRNO``): a larger value
+            would not be the error the caller sees, so it is refused here.
     """
-    return ret(SECCOMP_RET_ERRNO | _u16(errno, "ERRNO's value"))
+    if isinstance(errno, bool) or not isinstance(errno, int) or not 0 <= errno <= MAX_ERRNO:
+        raise PolicyError(f"an errno must be an int in 0..{MAX_ERRNO}, got {errno!r}")
+    return ret(SECCOMP_RET_ERRNO | errno)
 
 
 def TRACE(data: int) -> Instruction:
@@ -555,6 +582,10 @@ def flatten(block: object) -> list[BlockItem]:
     return out
 
 
+_NOP = jump(BPF_JMP | BPF_JA, 0, 0, 0)
+"""What a label assembles to: a jump to the next instruction."""
+
+
 def assemble(block: object) -> tuple[Instruction, ...]:
     """Flatten ``block`` and resolve its labels into plain instructions.
 
@@ -577,7 +608,7 @@ def assemble(block: object) -> tuple[Instruction, ...]:
         if isinstance(item, Instruction):
             out.append(item)
         elif isinstance(item, Label):
-            out.append(jump(BPF_JMP | BPF_JA, 0, 0, 0))
+            out.append(_NOP)
         else:
             target = labels.get(item.name)
             if target is None:
@@ -590,6 +621,98 @@ def assemble(block: object) -> tuple[Instruction, ...]:
     return tuple(out)
 
 
+# --- What the kernel accepts --------------------------------------------------------------
+#
+# seccomp(2) hands the program to bpf_check_classic (net/core/filter.c) and then to
+# seccomp_check_filter (kernel/seccomp.c); any failure is EINVAL with no hint of the reason.
+# The checks below are the same ones, so that a policy the kernel would refuse is a
+# PolicyError that names the instruction, at build time, and so that the evaluator never runs
+# a program the kernel would not.
+
+_ALU_OPS = (BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_AND, BPF_OR, BPF_XOR, BPF_LSH, BPF_RSH)
+_JUMP_OPS = (BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET)
+_LOAD_ABS = BPF_LD | BPF_W | BPF_ABS
+_SCRATCH_LOADS = frozenset({BPF_LD | BPF_MEM, BPF_LDX | BPF_MEM})
+_SCRATCH_STORES = frozenset({BPF_ST, BPF_STX})
+_SCRATCH_CODES = _SCRATCH_LOADS | _SCRATCH_STORES
+
+SECCOMP_OPCODES = frozenset(
+    {
+        _LOAD_ABS,
+        BPF_LD | BPF_W | BPF_LEN,
+        BPF_LDX | BPF_W | BPF_LEN,
+        BPF_LD | BPF_IMM,
+        BPF_LDX | BPF_IMM,
+        BPF_LD | BPF_MEM,
+        BPF_LDX | BPF_MEM,
+        BPF_ST,
+        BPF_STX,
+        *(BPF_ALU | op | src for op in _ALU_OPS for src in (BPF_K, BPF_X)),
+        BPF_ALU | BPF_NEG,
+        BPF_JMP | BPF_JA,
+        *(BPF_JMP | op | src for op in _JUMP_OPS for src in (BPF_K, BPF_X)),
+        BPF_RET | BPF_K,
+        BPF_RET | BPF_A,
+        BPF_MISC | BPF_TAX,
+        BPF_MISC | BPF_TXA,
+    }
+)
+"""The exact opcodes seccomp_check_filter lets through. Classic BPF's packet loads, ``MOD``,
+and any opcode with stray bits set (``RET X``, ``NEG X``, ...) are refused."""
+_PLAIN_OPCODES = (
+    SECCOMP_OPCODES
+    - _SCRATCH_CODES
+    - {
+        _LOAD_ABS,
+        BPF_ALU | BPF_DIV | BPF_K,
+        BPF_ALU | BPF_LSH | BPF_K,
+        BPF_ALU | BPF_RSH | BPF_K,
+        *(code for code in SECCOMP_OPCODES if code & 0x07 == BPF_JMP),
+    }
+)
+"""Allowed opcodes whose fields the kernel does not check."""
+
+
+def _opcode_error(code: int) -> str:
+    cls = code & 0x07
+    if code > 0xFF:
+        return f"invalid opcode 0x{code:x}"
+    if cls in (BPF_LD, BPF_LDX):
+        if code & 0x18 != BPF_W:
+            return f"invalid load size in opcode 0x{code:02x}: seccomp loads 32-bit words only"
+        return f"invalid load opcode 0x{code:02x}: seccomp_data is read with absolute loads"
+    if cls == BPF_ALU:
+        if code & 0xF0 == BPF_MOD:
+            return "BPF_MOD is not allowed in a seccomp filter"
+        return f"invalid ALU opcode 0x{code:02x}"
+    if cls == BPF_JMP:
+        return f"invalid jump opcode 0x{code:02x}"
+    if cls == BPF_RET:
+        return f"invalid return opcode 0x{code:02x}: a filter returns a constant (K) or A"
+    if cls == BPF_MISC:
+        return f"invalid misc opcode 0x{code:02x}"
+    return f"invalid store opcode 0x{code:02x}"
+
+
+def instruction_error(insn: Instruction) -> str | None:
+    """Why the kernel refuses ``insn`` wherever it stands, or None if it accepts it."""
+    code, k = insn.code, insn.k
+    if code not in SECCOMP_OPCODES:
+        return _opcode_error(code)
+    if code == _LOAD_ABS and (k % 4 or k + 4 > SECCOMP_DATA_SIZE):
+        return (
+            f"load of seccomp_data at offset {k} is misaligned or out of bounds"
+            f" (it is {SECCOMP_DATA_SIZE} bytes, read in aligned 32-bit words)"
+        )
+    if code in _SCRATCH_CODES and k >= BPF_MEMWORDS:
+        return f"scratch memory slot {k} out of range (M[0]..M[{BPF_MEMWORDS - 1}])"
+    if code == BPF_ALU | BPF_DIV | BPF_K and k == 0:
+        return "division by zero"
+    if code in (BPF_ALU | BPF_LSH | BPF_K, BPF_ALU | BPF_RSH | BPF_K) and k >= 32:
+        return f"shift by {k}; a 32-bit shift is by 0..31"
+    return None
+
+
 def jump_targets(pos: int, insn: Instruction) -> tuple[int, ...]:
     """The instruction indices a jump at ``pos`` may go to (empty for a non-jump)."""
     if insn.code & 0x07 != BPF_JMP:
@@ -599,8 +722,87 @@ def jump_targets(pos: int, insn: Instruction) -> tuple[int, ...]:
     return (pos + 1 + insn.jt, pos + 1 + insn.jf)
 
 
+def _unwritten_read(program: Sequence[Instruction]) -> tuple[int, int] | None:
+    """The first ``(position, slot)`` where scratch memory may be read before it is written.
+
+    The kernel's own analysis (``check_load_and_stores``), step for step, so that exactly the
+    programs it refuses are refused: one pass in order, a jump narrows the set of written
+    slots at its targets, and the instruction after a jump starts from the narrowed set alone.
+    Jump targets must already be known to lie at most one past the end.
+    """
+    if not any(insn.code in _SCRATCH_LOADS for insn in program):
+        return None
+    full = (1 << BPF_MEMWORDS) - 1
+    masks = [full] * (len(program) + 1)
+    written = 0
+    for pos, insn in enumerate(program):
+        written &= masks[pos]
+        code = insn.code
+        if code in _SCRATCH_STORES:
+            written |= 1 << insn.k
+        elif code in _SCRATCH_LOADS:
+            if not written >> insn.k & 1:
+                return pos, insn.k
+        elif code & 0x07 == BPF_JMP:
+            if code == BPF_JMP | BPF_JA:
+                masks[pos + 1 + insn.k] &= written
+            else:
+                masks[pos + 1 + insn.jt] &= written
+                masks[pos + 1 + insn.jf] &= written
+            written = full
+    return None
+
+
+def _unwritten_message(pos: int, slot: int, where: str) -> str:
+    return (
+        f"{where} instruction {pos} reads scratch memory M[{slot}] before it was written on"
+        " some path; the 64-bit comparisons (JEQ, JGT, ...) need ARG(n) before them"
+    )
+
+
+def check_program(program: Sequence[Instruction]) -> None:
+    """Check a complete filter as ``seccomp(SECCOMP_SET_MODE_FILTER)`` does before loading it.
+
+    Raises:
+        PolicyError: the kernel would refuse the program (EINVAL); the message names the
+            first offending instruction and why.
+    """
+    end = len(program)
+    if not end:
+        raise PolicyError("a BPF program must not be empty")
+    if end > BPF_MAXINSNS:
+        raise PolicyError(
+            f"the BPF program has {end} instructions; the kernel accepts at most {BPF_MAXINSNS}"
+        )
+    # Written for speed (every policy is checked when it is built): the per-instruction
+    # checks only for the opcodes they concern, and the jump range by the farther target.
+    for pos, insn in enumerate(program):
+        code = insn.code
+        if code in _PLAIN_OPCODES:
+            continue
+        why = instruction_error(insn)
+        if why is not None:
+            raise PolicyError(f"BPF instruction {pos} ({insn!r}): {why}")
+        if code & 0x07 == BPF_JMP:
+            far = pos + 1 + (insn.k if code == BPF_JMP | BPF_JA else max(insn.jt, insn.jf))
+            if far >= end:
+                raise PolicyError(
+                    f"BPF instruction {pos} ({insn!r}) jumps to {far}, past the end of the"
+                    f" program ({end} instructions)"
+                )
+    if not program[-1].is_return:
+        raise PolicyError(
+            f"BPF program fell off its end: its last instruction ({program[-1]!r}) is not a"
+            " return, as the kernel requires"
+        )
+    unwritten = _unwritten_read(program)
+    if unwritten is not None:
+        raise PolicyError(_unwritten_message(*unwritten, "BPF program:"))
+
+
 def check_block(program: Sequence[Instruction], *, may_fall_through: bool) -> None:
-    """Check that every jump of a block lands inside it and whether a path can run off its end.
+    """Check an assembled block as the kernel will check the program it becomes part of:
+    its instructions, that every jump lands inside it, and whether a path can run off its end.
 
     Args:
         program: the assembled block.
@@ -608,14 +810,18 @@ def check_block(program: Sequence[Instruction], *, may_fall_through: bool) -> No
             do, to let later rules decide); a user block must end every path in an action.
 
     Raises:
-        PolicyError: the block is empty, a jump goes out of range, or control can fall off
-            the end of a block that must not.
+        PolicyError: the block is empty, holds an instruction the kernel refuses, a jump goes
+            out of range, scratch memory is read before it is written, or control can fall
+            off the end of a block that must not.
     """
     if not program:
         raise PolicyError("a BPF block must not be empty")
     end = len(program)
     limit = end if may_fall_through else end - 1
     for pos, insn in enumerate(program):
+        why = instruction_error(insn)
+        if why is not None:
+            raise PolicyError(f"BPF instruction {pos} of the block ({insn!r}): {why}")
         for target in jump_targets(pos, insn):
             if target > end:
                 raise PolicyError(
@@ -623,9 +829,11 @@ def check_block(program: Sequence[Instruction], *, may_fall_through: bool) -> No
                     f" end of its block of {end} instructions"
                 )
             if target > limit:
+                # A label assembles to "JA 0": one at the very end is what runs off.
+                what = "a LABEL with nothing after it" if insn == _NOP else f"{insn!r}"
                 raise PolicyError(
-                    f"BPF block can fall off its end: instruction {pos} jumps to its end;"
-                    " every path must end in an action (ALLOW, KILL, ERRNO(e), ...)"
+                    f"BPF block can fall off its end: instruction {pos} ({what}) jumps to its"
+                    " end; every path must end in an action (ALLOW, KILL, ERRNO(e), ...)"
                 )
     last = program[-1]
     if not may_fall_through and not last.is_return and not jump_targets(end - 1, last):
@@ -633,3 +841,44 @@ def check_block(program: Sequence[Instruction], *, may_fall_through: bool) -> No
             "BPF block can fall off its end: its last instruction must be an action"
             " (ALLOW, KILL, ERRNO(e), TRACE(d), TRAP)"
         )
+    # Every block starts with no scratch slot written (the compiled program writes none
+    # outside user and helper blocks, and each block is skipped on some path), so checking
+    # a block alone finds exactly what the kernel's check of the whole program would.
+    unwritten = _unwritten_read(program)
+    if unwritten is not None:
+        raise PolicyError(_unwritten_message(*unwritten, "BPF block:"))
+
+
+def is_verdict(insn: object) -> bool:
+    """True for a ``RET`` of a constant seccomp action: ``ALLOW``, ``KILL``, ``ERRNO(e)``...
+
+    ``RET A`` (computed at run time) and a constant whose action the kernel does not know are
+    not verdicts.
+    """
+    return (
+        isinstance(insn, Instruction)
+        and insn.code == BPF_RET | BPF_K
+        and insn.k & SECCOMP_RET_ACTION_FULL in SECCOMP_ACTIONS
+    )
+
+
+def check_default_action(action: object) -> None:
+    """Check a policy's default action, the instruction that ends its user program.
+
+    Raises:
+        PolicyError: there is none (None), or it is not a verdict (see :func:`is_verdict`).
+    """
+    if is_verdict(action):
+        return
+    if not isinstance(action, Instruction):
+        got = "nothing" if action is None else repr(action)
+    elif action.code == BPF_RET | BPF_A:
+        got = "RET A, which is computed at run time"
+    elif action.is_return:
+        got = f"RET 0x{action.k:08x}, whose action the kernel does not know"
+    else:
+        got = repr(action)
+    raise PolicyError(
+        "a policy's default action must be a verdict (ALLOW, KILL, KILL_THREAD, ERRNO(e),"
+        f" TRACE(d), TRAP, LOG, USER_NOTIF), got {got}"
+    )

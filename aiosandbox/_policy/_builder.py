@@ -7,7 +7,14 @@ Rules are kept in call order as self-contained instruction chunks that expect an
 reached wins (Sandbox2's semantics, inventory 3.0/3.1):
 
 * ``allow_syscall``/``block_syscall_with_errno`` make a *decision* for a syscall; only the
-  first decision for a number is emitted, later ones are silent no-ops.
+  first decision for a number is emitted. A later identical decision is a silent no-op; a
+  later *different* one (allowed by one call, blocked with an errno by another, or blocked
+  with two different errnos) contradicts the first, and :meth:`PolicyBuilder.build` rejects
+  the pair, naming both calls.
+* Helpers with argument restrictions add blocks that allow some calls of a syscall and fall
+  through for the rest. An errno block *after* such a helper refines it (the rest fail with
+  that errno); an errno block *before* it would make its grant unreachable, which is the
+  same contradiction.
 * ``add_policy_on_syscall(s)`` blocks are always appended and decide nothing by themselves.
   A user block must end every path in an action; the helpers' own blocks may fall through to
   let later rules (or the default action) decide.
@@ -24,14 +31,22 @@ by :meth:`PolicyBuilder.build`.
 from __future__ import annotations
 
 import copy as _copy
+import errno as _errno
 import functools
 import ipaddress
+import logging
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 from aiosandbox._exceptions import PolicyError
-from aiosandbox._policy._arch import HOST_ARCH, Arch, syscall_number, syscall_number_or_none
+from aiosandbox._policy._arch import (
+    HOST_ARCH,
+    Arch,
+    syscall_name,
+    syscall_number,
+    syscall_number_or_none,
+)
 from aiosandbox._policy._bpf import (
     ALLOW,
     ARG,
@@ -43,13 +58,16 @@ from aiosandbox._policy._bpf import (
     JA32,
     JEQ,
     JEQ32,
+    JNE32,
     JUMP,
     KILL,
     LABEL,
+    TRAP,
     BlockLike,
     Instruction,
     assemble,
     check_block,
+    check_default_action,
     stmt,
 )
 from aiosandbox._policy._compiler import rule_block, rule_on_syscalls
@@ -64,6 +82,8 @@ from aiosandbox._policy._policy import (
 
 __all__ = ["PolicyBuilder"]
 
+_log = logging.getLogger("aiosandbox.policy")
+
 # linux/mman.h (identical on x86 and arm64).
 PROT_NONE = 0x0
 PROT_READ = 0x1
@@ -75,7 +95,22 @@ MAP_FIXED = 0x10
 MAP_ANONYMOUS = 0x20
 MAP_DENYWRITE = 0x0800
 MAP_NORESERVE = 0x4000
+MAP_FIXED_NOREPLACE = 0x100000  # Linux 4.17
 MREMAP_MAYMOVE = 1
+# asm-generic/mman-common.h (madvise advice, the same on x86 and arm64)
+MADV_SEQUENTIAL = 2
+MADV_DONTNEED = 4
+MADV_REMOVE = 9
+MADV_HUGEPAGE = 14
+MADV_NOHUGEPAGE = 15
+MADV_DONTDUMP = 16
+MADV_WIPEONFORK = 18  # Linux 4.14
+MADV_POPULATE_READ = 22  # Linux 5.14
+MADV_POPULATE_WRITE = 23
+MADV_DONTNEED_LOCKED = 24  # Linux 5.18
+MADV_COLLAPSE = 25  # Linux 6.1
+# What code passes to probe whether the kernel rejects unknown advice (qemu ignores madvise).
+_MADV_PROBE = 0xFFFFFFFF
 # linux/futex.h
 FUTEX_WAIT = 0
 FUTEX_WAKE = 1
@@ -85,15 +120,47 @@ _FUTEX_CLOCK_REALTIME = 256
 FUTEX_CMD_MASK = ~(_FUTEX_PRIVATE_FLAG | _FUTEX_CLOCK_REALTIME) & 0xFFFFFFFF
 # asm/prctl.h, linux/prctl.h, asm-generic/ioctls.h, linux/random.h
 ARCH_SET_FS = 0x1002
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
 PR_SET_NAME = 15
+PR_SET_VMA = 0x53564D41  # Linux 5.17
+PR_SET_VMA_ANON_NAME = 0
 TCGETS = 0x5401
 GRND_NONBLOCK = 0x1
 # asm-generic/fcntl.h
 _SAFE_FCNTL_CMDS = (0, 1, 2, 3, 4, 5, 6, 7, 1030)  # F_DUPFD..F_SETLKW, F_DUPFD_CLOEXEC
+# Signals and sigprocmask's "how" (asm-generic/signal.h; the same on x86-64 and arm64).
+SIG_BLOCK = 0
+SIG_UNBLOCK = 1
+SIG_SETMASK = 2
+SIGABRT = 6
+SIGSYS = 31
 _SIGRTMIN = 32
+# linux/socket.h, asm-generic/socket.h, linux/net.h
+AF_UNIX = 1
+AF_INET = 2
+AF_INET6 = 10
+SOCK_STREAM = 1
+SOCK_NONBLOCK = 0o4000
+SOCK_CLOEXEC = 0o2000000
+SOL_SOCKET = 1
+SO_TYPE = 3
+SO_DOMAIN = 39
+# linux/bpf.h: the bpf() commands that only read maps and objects (Sandbox2's safe subset).
+_SAFE_BPF_CMDS = (
+    1,  # BPF_MAP_LOOKUP_ELEM
+    7,  # BPF_OBJ_GET
+    4,  # BPF_MAP_GET_NEXT_KEY
+    12,  # BPF_MAP_GET_NEXT_ID
+    14,  # BPF_MAP_GET_FD_BY_ID
+    15,  # BPF_OBJ_GET_INFO_BY_FD
+)
 _ENOENT = 2
+_EPERM = 1
+_EACCES = 13
 _ENOSYS = 38
 _HOST_NAME_MAX = 64
+_COMMS_FD = 1023  # the sandboxee's end of the comms channel (docs/protocol.md)
 
 
 def _check_path(path: object, what: str) -> str:
@@ -122,6 +189,23 @@ def _check_inside(path: object) -> str:
     return inside
 
 
+class _Conflict(NamedTuple):
+    """Two calls that decided the same syscall differently (see the module docstring)."""
+
+    nr: int
+    first: Instruction
+    first_call: int  # index into the recipe of the public call that made it
+    second: Instruction
+    second_call: int
+
+
+def _verdict_text(verdict: Instruction) -> str:
+    if verdict == ALLOW:
+        return "allowed"
+    value = verdict.k & 0xFFFF
+    return f"blocked with {_errno.errorcode.get(value, 'errno')} ({value})"
+
+
 class PolicyBuilder:
     """Builds a :class:`Policy`: seccomp rules, mounts, namespaces and network rules.
 
@@ -137,18 +221,37 @@ class PolicyBuilder:
         self._arch = Arch.parse(arch)
         self._rules: list[tuple[Instruction, ...]] = []
         self._overridable: list[tuple[Instruction, ...]] = []
-        self._decided: set[int] = set()
+        # syscall -> (verdict, recipe index of the call that decided it)
+        self._decided: dict[int, tuple[Instruction, int]] = {}
+        self._conflicts: list[_Conflict] = []
         self._rule_syscalls: dict[int, None] = {}
         self._default: Instruction | None = None
         self._handles_ptrace = False
         self._handles_bpf = False
         self._once: set[str] = set()
         self._mounts: list[Mount] = []
+        self._soft_mounts: list[Mount] = []  # added only if namespaces stay on
         self._errors: list[str] = []
         self._hostname = DEFAULT_HOSTNAME
         self._namespaces: bool | None = None  # None: default (on), not yet required
         self._unrestricted_networking = False
         self._endpoints: list[AllowedEndpoint] = []
+        self._network_proxy = False
+        self._filter_unix_sockets = False
+        self._unix_sockets: list[str] = []
+        self._safe_bpf = False
+        self._allow_speculation = False
+        self._write_executable = False
+        self._root_writable = False
+        # Sandbox2's defaults: on for violations, signals and timeouts.
+        self._stacktraces = {
+            "violation": True,
+            "signal": True,
+            "timeout": True,
+            "kill": False,
+            "exit": False,
+            "all_threads": False,
+        }
         self._recipe: list[BuilderCall] = []
         self._call_depth = 0  # > 0 while a public method runs: its inner calls are not kept
 
@@ -169,15 +272,18 @@ class PolicyBuilder:
 
         Raises:
             PolicyError: a recorded error (a missing file or directory, a path of the wrong
-                kind), a hostname set together with unrestricted networking, or a program
-                longer than the kernel's 4096 instructions.
+                kind), contradictory rules (a syscall allowed by one call and blocked with
+                an errno by another), a hostname set together with unrestricted
+                networking, or a program longer than the kernel's 4096 instructions.
         """
         errors = list(self._errors)
+        errors += (self._describe_conflict(conflict) for conflict in self._conflicts)
         if self._unrestricted_networking and self._hostname != DEFAULT_HOSTNAME:
             errors.append("cannot set a hostname without a network namespace")
         if errors:
             raise PolicyError("; ".join(errors))
-        user: list[Instruction] = [insn for rule in self._rules for insn in rule]
+        user: list[Instruction] = [*self._safe_bpf_rule()]
+        user += (insn for rule in self._rules for insn in rule)
         if self._default is not None:
             user.append(self._default)
         else:
@@ -192,10 +298,50 @@ class PolicyBuilder:
             allowed_endpoints=tuple(self._endpoints),
             arch=self._arch,
             user_handles_ptrace=self._handles_ptrace,
-            user_handles_bpf=self._handles_bpf,
+            user_handles_bpf=self._handles_bpf or self._safe_bpf,
             rule_syscalls=tuple(self._rule_syscalls),
+            network_proxy=self._network_proxy,
+            filter_unix_sockets=self._filter_unix_sockets,
+            allowed_unix_sockets=tuple(self._unix_sockets),
+            allow_speculation=self._allow_speculation,
+            write_executable=self._write_executable,
+            root_writable=self._root_writable,
+            collect_stacktrace_on_violation=self._stacktraces["violation"],
+            collect_stacktrace_on_signal=self._stacktraces["signal"],
+            collect_stacktrace_on_timeout=self._stacktraces["timeout"],
+            collect_stacktrace_on_kill=self._stacktraces["kill"],
+            collect_stacktrace_on_exit=self._stacktraces["exit"],
+            collect_stacktraces_for_all_threads=self._stacktraces["all_threads"],
             recipe=tuple(self._recipe),
         )
+
+    def _safe_bpf_rule(self) -> tuple[Instruction, ...]:
+        # Sandbox2 checks the safe bpf commands in its default policy, before any user rule
+        # and before bpf's kill. Here the user program takes over bpf (user_handles_bpf) and
+        # this rule comes first in it: safe commands are allowed, the others are killed --
+        # or, if the user blocked bpf with an errno, fall through to that block.
+        if not self._safe_bpf:
+            return ()
+        body = [ARG_32(0), *(JEQ32(cmd, ALLOW) for cmd in _SAFE_BPF_CMDS)]
+        if not self._handles_bpf:
+            body.append(KILL)
+        return rule_on_syscalls([syscall_number("bpf", self._arch)], assemble(body))
+
+    def _describe_conflict(self, conflict: _Conflict) -> str:
+        name = syscall_name(conflict.nr, self._arch) or str(conflict.nr)
+        return (
+            f"contradictory rules for syscall {name!r}: {_verdict_text(conflict.first)} by"
+            f" {self._call_text(conflict.first_call)}, but {_verdict_text(conflict.second)}"
+            f" by {self._call_text(conflict.second_call)}"
+        )
+
+    def _call_text(self, index: int) -> str:
+        if index >= len(self._recipe):
+            return "a call that failed"
+        call = self._recipe[index]
+        args = [repr(arg) for arg in call.args]
+        args += (f"{key}={value!r}" for key, value in call.kwargs)
+        return f"{call.method}({', '.join(args)})"
 
     # --- syscall resolution -------------------------------------------------------------
 
@@ -222,10 +368,19 @@ class PolicyBuilder:
         for nr in nrs:
             self._rule_syscalls.setdefault(nr, None)
 
+    def _current_call(self) -> int:
+        # The public call now running becomes this entry of the recipe when it returns.
+        return len(self._recipe)
+
     def _decide(self, nr: int, verdict: Instruction) -> bool:
-        if nr in self._decided:
+        first = self._decided.get(nr)
+        if first is not None:
+            if first[0] != verdict:
+                self._conflicts.append(
+                    _Conflict(nr, first[0], first[1], verdict, self._current_call())
+                )
             return False
-        self._decided.add(nr)
+        self._decided[nr] = (verdict, self._current_call())
         self._note((nr,))
         self._rules.append(rule_block(nr, verdict))
         return True
@@ -247,6 +402,13 @@ class PolicyBuilder:
             return
         body = assemble(block)
         check_block(body, may_fall_through=True)
+        for nr in nrs:
+            # An earlier errno block decides every call first: this grant would be dead.
+            first = self._decided.get(nr)
+            if first is not None and first[0] != ALLOW:
+                self._conflicts.append(
+                    _Conflict(nr, first[0], first[1], ALLOW, self._current_call())
+                )
         self._note(nrs)
         self._rules.append(rule_on_syscalls(nrs, body))
 
@@ -255,10 +417,24 @@ class PolicyBuilder:
             self._note((nr,))
             self._overridable.append(rule_block(nr, ERRNO(errno)))
 
+    def _overridable_block(self, names: Iterable[str], block: BlockLike) -> None:
+        # Like _helper_block, but placed after every user rule (Sandbox2's
+        # OverridableAddPolicyOnSyscalls): a user rule for the same syscall wins.
+        nrs = self._existing(names)
+        if not nrs:
+            return
+        body = assemble(block)
+        check_block(body, may_fall_through=True)
+        self._note(nrs)
+        self._overridable.append(rule_on_syscalls(nrs, body))
+
     # --- raw rules ----------------------------------------------------------------------
 
     def allow_syscall(self, syscall: str | int) -> Self:
-        """Allow a syscall, unless an earlier rule already decided it.
+        """Allow a syscall.
+
+        Allowing it again is a no-op; :meth:`build` refuses a syscall that another call
+        blocks with an errno, before or after this one.
 
         Args:
             syscall: a name (``"getpid"``) or a number.
@@ -276,9 +452,13 @@ class PolicyBuilder:
         return self
 
     def block_syscall_with_errno(self, syscall: str | int, errno: int) -> Self:
-        """Make a syscall fail with ``errno`` without running, unless an earlier rule decided it.
+        """Make a syscall fail with ``errno`` without running.
 
         Blocking ``ptrace`` or ``bpf`` this way replaces the default policy's kill for them.
+        After a helper that allows a syscall only with some arguments (say
+        :meth:`allow_safe_fcntl`), this makes its other calls fail instead of being
+        violations. :meth:`build` refuses a syscall that another call allows outright,
+        that a later helper allows on conditions, or that is blocked with another errno.
 
         Raises:
             PolicyError: an unknown name or an errno outside 0..65535.
@@ -338,10 +518,9 @@ class PolicyBuilder:
         policy (ptrace, bpf, namespace escapes) still applies.
 
         Raises:
-            PolicyError: ``action`` is not a return instruction.
+            PolicyError: ``action`` is not a verdict (``RET A`` and unknown actions are not).
         """
-        if not isinstance(action, Instruction) or not action.is_return:
-            raise PolicyError(f"a default action is a verdict such as ALLOW, got {action!r}")
+        check_default_action(action)
         self._default = action
         return self
 
@@ -688,7 +867,11 @@ class PolicyBuilder:
         )
 
     def allow_kill(self) -> Self:
-        """Allow kill, tgkill, tkill."""
+        """Allow kill, tgkill, tkill, to any target (as Sandbox2 does).
+
+        In the sandbox's pid namespace only the sandbox's own processes can be reached;
+        :meth:`allow_log_forwarding` allows only ``kill(0, SIGABRT)``.
+        """
         return self._allow_names("kill", "tgkill", "tkill")
 
     def allow_time(self) -> Self:
@@ -734,6 +917,452 @@ class PolicyBuilder:
         """Allow mlock, munlock, mlock2."""
         return self._allow_names("mlock", "munlock", "mlock2")
 
+    # --- memory: mprotect, madvise, shared memory ---------------------------------------
+    #
+    # Sandbox2 guards executable mappings with a ``MapExec`` token
+    # (``AllowMmap(MapExec)``); its builder grants the token by default, and so does this
+    # one: there is no token, and the helpers that allow executable mappings say so in
+    # their name or docstring (allow_mmap, allow_mprotect, allow_pkey_mprotect,
+    # allow_dynamic_startup).
+
+    def allow_mprotect(self) -> Self:
+        """Allow mprotect with any protection, ``PROT_EXEC`` included (Sandbox2's
+        ``AllowMprotect(MapExec)``); prefer :meth:`allow_mprotect_without_exec`."""
+        return self._allow_names("mprotect")
+
+    def allow_pkey_mprotect(self) -> Self:
+        """Allow pkey_mprotect with any protection, ``PROT_EXEC`` included."""
+        return self._allow_names("pkey_mprotect")
+
+    def allow_pkey_mprotect_without_exec(self) -> Self:
+        """Allow pkey_mprotect unless the protection includes ``PROT_EXEC``."""
+        if self._first_time("pkey_mprotect_without_exec"):
+            self._helper_block(
+                ["pkey_mprotect"],
+                [ARG_32(2), JA32(PROT_EXEC, JUMP("exec")), ALLOW, LABEL("exec")],
+            )
+        return self
+
+    def add_policy_on_mmap(self, block: BlockLike) -> Self:
+        """Run a BPF block for mmap and mmap2 (those the architecture has); see
+        :meth:`add_policy_on_syscalls`.
+
+        Raises:
+            PolicyError: as :meth:`add_policy_on_syscalls`.
+        """
+        return self.add_policy_on_syscalls(self._existing(["mmap", "mmap2"]), block)
+
+    def allow_limited_madvise(self) -> Self:
+        """Allow madvise with the advice an allocator gives back or tunes memory with:
+        MADV_SEQUENTIAL, MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_REMOVE, MADV_HUGEPAGE,
+        MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_COLLAPSE."""
+        if self._first_time("limited_madvise"):
+            advice = (
+                MADV_SEQUENTIAL,
+                MADV_DONTNEED,
+                MADV_DONTNEED_LOCKED,
+                MADV_REMOVE,
+                MADV_HUGEPAGE,
+                MADV_NOHUGEPAGE,
+                MADV_DONTDUMP,
+                MADV_COLLAPSE,
+            )
+            self._helper_block(["madvise"], [ARG_32(2), *(JEQ32(a, ALLOW) for a in advice)])
+        return self
+
+    def allow_madvise_populate(self) -> Self:
+        """Allow madvise with MADV_POPULATE_READ or MADV_POPULATE_WRITE (prefault pages)."""
+        if self._first_time("madvise_populate"):
+            self._helper_block(
+                ["madvise"],
+                [ARG_32(2), JEQ32(MADV_POPULATE_READ, ALLOW), JEQ32(MADV_POPULATE_WRITE, ALLOW)],
+            )
+        return self
+
+    def allow_wipe_on_fork(self) -> Self:
+        """Allow madvise with MADV_WIPEONFORK, and with advice -1, the value code passes to
+        check that the kernel rejects unknown advice (so that WIPEONFORK really works)."""
+        if self._first_time("wipe_on_fork"):
+            self._helper_block(
+                ["madvise"],
+                [ARG_32(2), JEQ32(MADV_WIPEONFORK, ALLOW), JEQ32(_MADV_PROBE, ALLOW)],
+            )
+        return self
+
+    def allow_prctl_set_vma(self) -> Self:
+        """Allow prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, ...): naming an anonymous mapping."""
+        if self._first_time("prctl_set_vma"):
+            self._helper_block(
+                ["prctl"],
+                [
+                    ARG_32(0),
+                    JNE32(PR_SET_VMA, JUMP("end")),
+                    ARG_32(1),
+                    JEQ32(PR_SET_VMA_ANON_NAME, ALLOW),
+                    LABEL("end"),
+                ],
+            )
+        return self
+
+    def allow_shared_memory(self) -> Self:
+        """Allow mapping shared memory such as a :class:`Buffer`: mmap RW with exactly
+        MAP_SHARED (of an fd), munmap, close and :meth:`allow_stat`."""
+        if self._first_time("shared_memory"):
+            self._helper_block(
+                ["mmap", "mmap2"],
+                [
+                    ARG_32(2),
+                    JNE32(PROT_READ | PROT_WRITE, JUMP("end")),
+                    ARG_32(3),
+                    JEQ32(MAP_SHARED, ALLOW),
+                    LABEL("end"),
+                ],
+            )
+            self._allow_names("munmap", "close")
+            self.allow_stat()
+        return self
+
+    def allow_shared_memory_comms(self) -> Self:
+        """Allow shared memory as a channel to the supervisor: :meth:`allow_shared_memory`
+        and futex WAIT and WAKE."""
+        self.allow_shared_memory()
+        self.allow_futex_op(FUTEX_WAIT)
+        return self.allow_futex_op(FUTEX_WAKE)
+
+    # --- allocators and language runtimes ------------------------------------------------
+
+    def allow_restartable_sequences(self, *, allow_slow_fences: bool = False) -> Self:
+        """Allow restartable sequences (rseq) and what their users (tcmalloc, glibc) need.
+
+        rseq, getcpu, membarrier, futex WAIT and WAKE, mmap RW + PRIVATE|ANONYMOUS,
+        :meth:`allow_read`, :meth:`allow_open`, :meth:`allow_poll`, close,
+        rt_sigprocmask(SIG_SETMASK), :meth:`allow_prctl_set_vma`; and, unless namespaces
+        are disabled, read-only mounts of ``/proc`` and ``/sys/devices/system/cpu``.
+
+        Args:
+            allow_slow_fences: also allow sched_getaffinity and sched_setaffinity, which
+                a CPU fence falls back to when membarrier's fast fences are missing
+                (Sandbox2's ``kAllowSlowFences``; the default is ``kRequireFastFences``).
+        """
+        if self._first_time("restartable_sequences"):
+            self._allow_names("rseq")
+            self._helper_block(
+                ["mmap", "mmap2"],
+                [
+                    ARG_32(2),
+                    JNE32(PROT_READ | PROT_WRITE, JUMP("end")),
+                    ARG_32(3),
+                    JEQ32(MAP_PRIVATE | MAP_ANONYMOUS, ALLOW),
+                    LABEL("end"),
+                ],
+            )
+            self._allow_names("getcpu", "membarrier")
+            self.allow_futex_op(FUTEX_WAIT)
+            self.allow_futex_op(FUTEX_WAKE)
+            self.allow_read().allow_open().allow_poll()
+            self._allow_names("close")
+            self._helper_block(["rt_sigprocmask"], [ARG_32(0), JEQ32(SIG_SETMASK, ALLOW)])
+            self.allow_prctl_set_vma()
+            self._add_directory_if_namespaced("/proc")
+            self._add_directory_if_namespaced("/sys/devices/system/cpu")
+        if allow_slow_fences and self._first_time("slow_fences"):
+            self._allow_names("sched_getaffinity", "sched_setaffinity")
+        return self
+
+    def allow_tc_malloc(self) -> Self:
+        """Allow what tcmalloc needs.
+
+        :meth:`allow_time`, :meth:`allow_restartable_sequences`, munmap, nanosleep, brk,
+        mincore, membarrier, lseek, :meth:`allow_limited_madvise`,
+        :meth:`allow_prctl_set_vma`, :meth:`allow_poll`, :meth:`allow_get_pids`,
+        mprotect to RW or NONE, mmap RW + ANON|PRIVATE, mmap NONE + ANON|PRIVATE with
+        NORESERVE, FIXED_NOREPLACE or neither; process_vm_readv fails with ENOSYS unless
+        a user rule decides it.
+        """
+        if not self._first_time("tc_malloc"):
+            return self
+        self.allow_time()
+        self.allow_restartable_sequences()
+        self._allow_names("munmap", "nanosleep", "brk", "mincore", "membarrier", "lseek")
+        self.allow_limited_madvise()
+        self.allow_prctl_set_vma()
+        self.allow_poll()
+        self.allow_get_pids()
+        self._overridable_errno(["process_vm_readv"], _ENOSYS)
+        self._helper_block(
+            ["mprotect"],
+            [ARG_32(2), JEQ32(PROT_READ | PROT_WRITE, ALLOW), JEQ32(PROT_NONE, ALLOW)],
+        )
+        anon = MAP_ANONYMOUS | MAP_PRIVATE
+        self._helper_block(
+            ["mmap", "mmap2"],
+            [
+                ARG_32(2),
+                JEQ32(PROT_NONE, JUMP("none")),
+                JNE32(PROT_READ | PROT_WRITE, JUMP("end")),
+                ARG_32(3),
+                JEQ32(anon, ALLOW),
+                JUMP("end"),
+                LABEL("none"),
+                ARG_32(3),
+                JEQ32(anon | MAP_NORESERVE, ALLOW),
+                JEQ32(anon | MAP_FIXED_NOREPLACE, ALLOW),
+                JEQ32(anon, ALLOW),
+                LABEL("end"),
+            ],
+        )
+        return self
+
+    def allow_scudo_malloc(self) -> Self:
+        """Allow what the scudo allocator needs.
+
+        :meth:`allow_time`, munmap, nanosleep, futex WAKE, :meth:`allow_limited_madvise`,
+        :meth:`allow_get_random`, :meth:`allow_get_pids`, :meth:`allow_wipe_on_fork`;
+        mmap RW + ANON|PRIVATE (FIXED and NORESERVE optional) and mmap NONE +
+        ANON|PRIVATE|NORESERVE. open and openat fail with ENOENT unless a user rule
+        decides them (scudo reads its options from /proc/self/environ if it can).
+        """
+        if not self._first_time("scudo_malloc"):
+            return self
+        self.allow_time()
+        self._allow_names("munmap", "nanosleep")
+        self.allow_futex_op(FUTEX_WAKE)
+        self.allow_limited_madvise()
+        self.allow_get_random()
+        self.allow_get_pids()
+        self.allow_wipe_on_fork()
+        self._overridable_errno(["open", "openat"], _ENOENT)
+        anon = MAP_ANONYMOUS | MAP_PRIVATE
+        self._helper_block(
+            ["mmap", "mmap2"],
+            [
+                ARG_32(2),
+                JEQ32(PROT_NONE, JUMP("none")),
+                JNE32(PROT_READ | PROT_WRITE, JUMP("end")),
+                ARG_32(3),
+                stmt(BPF_ALU | BPF_AND | BPF_K, ~(MAP_FIXED | MAP_NORESERVE) & 0xFFFFFFFF),
+                JEQ32(anon, ALLOW),
+                JUMP("end"),
+                LABEL("none"),
+                ARG_32(3),
+                JEQ32(anon | MAP_NORESERVE, ALLOW),
+                LABEL("end"),
+            ],
+        )
+        return self
+
+    def allow_log_forwarding(self) -> Self:
+        """Allow what a sandboxee that sends its logs to the supervisor needs.
+
+        :meth:`allow_write`, :meth:`allow_system_malloc`, :meth:`allow_tc_malloc`,
+        :meth:`allow_get_pids`, clock_gettime, close, rt_sigprocmask(SIG_BLOCK),
+        :meth:`allow_get_rlimit`, and kill(0, SIGABRT) -- a fatal log message aborts the
+        sandboxee's own process group, nothing else.
+        """
+        if not self._first_time("log_forwarding"):
+            return self
+        self.allow_write()
+        self.allow_system_malloc()
+        self.allow_tc_malloc()
+        self.allow_get_pids()
+        self._allow_names("clock_gettime", "gettid", "close")
+        self._helper_block(["rt_sigprocmask"], [ARG_32(0), JEQ32(SIG_BLOCK, ALLOW)])
+        self.allow_get_rlimit()
+        self._helper_block(
+            ["kill"],
+            [
+                ARG_32(0),
+                JNE32(0, JUMP("end")),
+                ARG_32(1),
+                JEQ32(SIGABRT, ALLOW),
+                LABEL("end"),
+            ],
+        )
+        return self
+
+    def allow_llvm_sanitizers(self) -> Self:
+        """Allow what the LLVM sanitizer runtimes (ASan, HWASan, MSan, TSan, UBSan and CFI
+        diagnostics) do in a sanitizer build of the sandboxee.
+
+        mmap without PROT_EXEC, munmap, sched_yield, :meth:`allow_stat`, futex WAIT and
+        WAKE, :meth:`allow_kill`, mprotect to any mix of R and W, madvise DONTDUMP,
+        DONTNEED and NOHUGEPAGE, a read-only ``/proc`` (unless namespaces are disabled),
+        :meth:`allow_open`, :meth:`allow_get_pids`, sched_getaffinity,
+        :meth:`allow_dynamic_startup` (the runtimes are shared libraries), sigaltstack,
+        :meth:`allow_get_random`, set_robust_list and :meth:`allow_handle_signals`; ioctl
+        fails with EPERM and readlink with ENOENT unless a user rule decides them.
+
+        Sandbox2 adds these rules only when Sandbox2 itself is built with a sanitizer, and
+        only the extras of that sanitizer; a Python supervisor cannot tell how the
+        sandboxee was built, so calling this says it is, and grants every runtime's needs.
+        """
+        if not self._first_time("llvm_sanitizers"):
+            return self
+        self.allow_mmap_without_exec()
+        self._allow_names("munmap", "sched_yield")
+        self.allow_stat()
+        self.allow_futex_op(FUTEX_WAIT)
+        self.allow_futex_op(FUTEX_WAKE)
+        self.allow_kill()
+        self._helper_block(
+            ["mprotect"],
+            [
+                ARG_32(2),
+                stmt(BPF_ALU | BPF_AND | BPF_K, ~(PROT_READ | PROT_WRITE) & 0xFFFFFFFF),
+                JEQ32(PROT_NONE, ALLOW),
+            ],
+        )
+        self._helper_block(
+            ["madvise"],
+            [
+                ARG_32(2),
+                JEQ32(MADV_DONTDUMP, ALLOW),
+                JEQ32(MADV_DONTNEED, ALLOW),
+                JEQ32(MADV_NOHUGEPAGE, ALLOW),
+            ],
+        )
+        self._add_directory_if_namespaced("/proc")
+        self.allow_open()
+        self.allow_get_pids()
+        self._overridable_errno(["ioctl"], _EPERM)
+        self._allow_names("sched_getaffinity")
+        self.allow_dynamic_startup()
+        self._overridable_errno(["readlink", "readlinkat"], _ENOENT)
+        # The per-sanitizer extras: ASan (alternate signal stack), HWASan (random tags),
+        # TSan (robust futex list), CFI diagnostics (its own signal handlers).
+        self._allow_names("sigaltstack")
+        self.allow_get_random()
+        self._allow_names("set_robust_list")
+        return self.allow_handle_signals()
+
+    def allow_llvm_coverage(self, coverage_dir: str | None = None) -> Self:
+        """Allow what a coverage-instrumented sandboxee does to write its coverage data.
+
+        :meth:`allow_stat`, :meth:`allow_get_pids`, :meth:`allow_open`,
+        :meth:`allow_read`, :meth:`allow_write`, :meth:`allow_mkdir`,
+        :meth:`allow_safe_fcntl`, munmap, close, lseek, :meth:`allow_tc_malloc`, mmap RW +
+        MAP_SHARED; prctl(PR_GET_PDEATHSIG) is allowed and prctl(PR_SET_PDEATHSIG) fails
+        with EPERM unless a user rule decides them; and the coverage directory is mounted
+        writable at its own path unless namespaces are disabled.
+
+        As in Sandbox2, this is a no-op outside a coverage run, so that policies can call
+        it unconditionally: a run is one where ``COVERAGE`` is set in the supervisor's
+        environment, or where ``coverage_dir`` is given.
+
+        Args:
+            coverage_dir: the host directory the data goes to; default
+                ``$COVERAGE_DIR``. Without one, nothing is mounted (a warning is logged).
+
+        Raises:
+            PolicyError: ``coverage_dir`` is not an absolute, canonical path. A directory
+                that does not exist is reported by :meth:`build`.
+        """
+        if coverage_dir is not None:
+            coverage_dir = _check_path(coverage_dir, "coverage directory")
+        elif os.environ.get("COVERAGE") is None:
+            return self
+        if not self._first_time("llvm_coverage"):
+            return self
+        self.allow_stat().allow_get_pids().allow_open().allow_read().allow_write()
+        self.allow_mkdir().allow_safe_fcntl()
+        self._allow_names("munmap", "close", "lseek", "_llseek")
+        self.allow_tc_malloc()
+        self._overridable_block(
+            ["prctl"],
+            [ARG_32(0), JEQ32(PR_GET_PDEATHSIG, ALLOW), JEQ32(PR_SET_PDEATHSIG, ERRNO(_EPERM))],
+        )
+        self._helper_block(
+            ["mmap", "mmap2"],
+            [
+                ARG_32(2),
+                JNE32(PROT_READ | PROT_WRITE, JUMP("end")),
+                ARG_32(3),
+                JEQ32(MAP_SHARED, ALLOW),
+                LABEL("end"),
+            ],
+        )
+        directory = coverage_dir or os.environ.get("COVERAGE_DIR")
+        if not directory:
+            _log.warning("a coverage run without COVERAGE_DIR: coverage data has nowhere to go")
+            return self
+        directory = _check_path(os.path.normpath(directory), "the coverage directory")
+        self._add_directory_if_namespaced(directory, writable=True)
+        return self
+
+    def allow_safe_bpf(self) -> Self:
+        """Allow the bpf commands that only look up existing maps and objects:
+        BPF_MAP_LOOKUP_ELEM, BPF_OBJ_GET, BPF_MAP_GET_NEXT_KEY, BPF_MAP_GET_NEXT_ID,
+        BPF_MAP_GET_FD_BY_ID and BPF_OBJ_GET_INFO_BY_FD.
+
+        Any other bpf command stays a violation (or fails with the errno of a
+        :meth:`block_syscall_with_errno` for bpf), wherever in the chain this is called:
+        the check runs before every other rule, as it does in Sandbox2's default policy.
+        """
+        self._safe_bpf = True
+        self._note(self._existing(["bpf"]))
+        return self
+
+    # --- settings the sandbox applies ---------------------------------------------------
+
+    def allow_speculation(self) -> Self:
+        """Leave speculative-execution mitigations to the kernel's default for this
+        sandboxee (Sandbox2's ``Allow(SeccompSpeculation)``).
+
+        By default the sandboxee gets store-bypass (and on x86-64 indirect-branch)
+        speculation force-disabled; this skips that and loads the filter with
+        ``SECCOMP_FILTER_FLAG_SPEC_ALLOW``. Faster on some CPUs; do not use it for
+        untrusted code.
+        """
+        self._allow_speculation = True
+        return self
+
+    def allow_write_executable(self) -> Self:
+        """Keep writable bind mounts executable (Sandbox2's ``Allow(WriteExecutable)``);
+        by default they are mounted ``noexec``."""
+        self._write_executable = True
+        return self
+
+    def set_root_writable(self) -> Self:
+        """Leave the sandbox's root tmpfs writable (it is read-only by default). Not
+        recommended: a tmpfs mount is the way to give the sandboxee scratch space.
+
+        Raises:
+            PolicyError: namespaces are disabled.
+        """
+        self._require_namespaces("set_root_writable")
+        self._root_writable = True
+        return self
+
+    def _set_stacktraces(self, key: str, enable: object) -> Self:
+        if not isinstance(enable, bool):
+            raise PolicyError(f"enable must be a bool, got {enable!r}")
+        self._stacktraces[key] = enable
+        return self
+
+    def collect_stacktraces_on_violation(self, enable: bool) -> Self:
+        """Collect the sandboxee's stack trace when it breaks the policy (default on)."""
+        return self._set_stacktraces("violation", enable)
+
+    def collect_stacktraces_on_signal(self, enable: bool) -> Self:
+        """Collect the stack trace when a signal ends the sandboxee (default on)."""
+        return self._set_stacktraces("signal", enable)
+
+    def collect_stacktraces_on_timeout(self, enable: bool) -> Self:
+        """Collect the stack trace when the wall-time limit ends the sandboxee (default on)."""
+        return self._set_stacktraces("timeout", enable)
+
+    def collect_stacktraces_on_kill(self, enable: bool) -> Self:
+        """Collect the stack trace when the sandboxee is killed from outside (default off)."""
+        return self._set_stacktraces("kill", enable)
+
+    def collect_stacktraces_on_exit(self, enable: bool) -> Self:
+        """Collect the stack trace when the sandboxee exits normally (default off)."""
+        return self._set_stacktraces("exit", enable)
+
+    def collect_all_threads_stacktrace(self, enable: bool) -> Self:
+        """Collect every thread's stack, not only the main thread's (default off)."""
+        return self._set_stacktraces("all_threads", enable)
+
     # --- file system --------------------------------------------------------------------
 
     def _require_namespaces(self, what: str) -> None:
@@ -743,10 +1372,28 @@ class PolicyBuilder:
 
     def _add_mount(self, mount: Mount) -> None:
         self._require_namespaces("a mount")
+        self._place_mount(mount)
+
+    def _add_directory_if_namespaced(self, path: str, writable: bool = False) -> None:
+        # Sandbox2's AddDirectoryIfNamespaced: a helper's mount that does not by itself
+        # turn namespaces on, and that disable_namespaces() silently drops.
+        if self._namespaces is False:
+            return
+        if path == "/proc":
+            mount = Mount(MountKind.PROC, path, None, False, None)
+        elif not os.path.isdir(path):
+            self._errors.append(f"directory {path!r} does not exist")
+            return
+        else:
+            mount = Mount(MountKind.DIRECTORY, path, path, writable, None)
+        if self._place_mount(mount):
+            self._soft_mounts.append(mount)
+
+    def _place_mount(self, mount: Mount) -> bool:
         for existing in self._mounts:
             if existing.target == mount.target:
                 if existing == mount:
-                    return  # the same library for two binaries, say
+                    return False  # the same library for two binaries, say
                 raise PolicyError(f"two different mounts at {mount.target!r}")
             if existing.kind is MountKind.FILE and mount.target.startswith(existing.target + "/"):
                 raise PolicyError(
@@ -757,6 +1404,7 @@ class PolicyBuilder:
                     f"cannot mount the file {mount.target!r} over the mount {existing.target!r}"
                 )
         self._mounts.append(mount)
+        return True
 
     def add_file(self, path: str, writable: bool = False) -> Self:
         """Bind-mount a host file at the same path inside the sandbox.
@@ -851,20 +1499,25 @@ class PolicyBuilder:
         self._add_mount(Mount(MountKind.TMPFS, target, None, True, size))
         return self
 
-    def add_libraries_for_binary(self, path: str, ld_library_path: str = "") -> Self:
+    def add_libraries_for_binary(self, path: str | int, ld_library_path: str = "") -> Self:
         """Mount, read-only at their own paths, the ELF interpreter and the shared libraries
         a dynamically linked binary needs (nothing for a static one).
 
         Args:
-            path: the binary on the host.
+            path: the binary on the host, or an open fd of it (read through
+                ``/proc/self/fd``, as Sandbox2's fd overload does).
             ld_library_path: extra library directories, colon-separated, searched first.
 
         Raises:
-            PolicyError: the path is not canonical. A binary that cannot be resolved is
-                reported by :meth:`build`.
+            PolicyError: the path is not canonical, or the fd is negative. A binary that
+                cannot be resolved is reported by :meth:`build`.
         """
         from aiosandbox._policy._libraries import resolve_libraries
 
+        if isinstance(path, int) and not isinstance(path, bool):
+            if path < 0:
+                raise PolicyError(f"a binary fd must not be negative, got {path}")
+            path = f"/proc/self/fd/{path}"
         if isinstance(path, os.PathLike):
             path = os.fspath(path)
         if not isinstance(path, str) or not path:
@@ -895,6 +1548,9 @@ class PolicyBuilder:
                 "cannot disable namespaces: mounts or a hostname were already requested"
             )
         self._namespaces = False
+        # Helpers' mounts (/proc for restartable sequences, say) only apply with namespaces.
+        self._mounts = [m for m in self._mounts if m not in self._soft_mounts]
+        self._soft_mounts = []
         return self
 
     def set_hostname(self, hostname: str) -> Self:
@@ -915,6 +1571,105 @@ class PolicyBuilder:
     def allow_unrestricted_networking(self) -> Self:
         """Share the host's network namespace with the sandboxee."""
         self._unrestricted_networking = True
+        return self
+
+    def add_network_proxy_policy(self, filter_unix_sockets: bool = False) -> Self:
+        """Allow what the network proxy client needs, and turn the proxy on.
+
+        :meth:`allow_safe_fcntl`, futex WAKE, WAIT and WAIT_BITSET, :meth:`allow_dup`,
+        recvmsg, close, gettid, socket for AF_INET and AF_INET6, getsockopt(SOL_SOCKET,
+        SO_TYPE or SO_DOMAIN). The sandboxee asks the proxy for connected sockets (manual
+        mode, ``NetworkProxyClient.connect``); the endpoints it may reach are those of
+        :meth:`allow_ipv4`, :meth:`allow_ipv6` and :meth:`allow_unix_socket`.
+
+        Args:
+            filter_unix_sockets: also broker AF_UNIX connects: socket(AF_UNIX,
+                SOCK_STREAM, with SOCK_CLOEXEC and SOCK_NONBLOCK optional) is allowed and
+                any other AF_UNIX socket fails with EACCES (datagram sockets could send
+                around the proxy).
+
+        Raises:
+            PolicyError: the proxy policy was already added (by this method or
+                :meth:`add_network_proxy_handler_policy`).
+        """
+        if self._network_proxy:
+            raise PolicyError(
+                "add_network_proxy_policy or add_network_proxy_handler_policy can be called"
+                " at most once"
+            )
+        self._network_proxy = True
+        self.allow_safe_fcntl()
+        for op in (FUTEX_WAKE, FUTEX_WAIT, FUTEX_WAIT_BITSET):
+            self.allow_futex_op(op)
+        self.allow_dup()
+        self._allow_names("recvmsg", "close", "gettid")
+        self._helper_block(["socket"], [ARG_32(0), JEQ32(AF_INET, ALLOW), JEQ32(AF_INET6, ALLOW)])
+        if filter_unix_sockets:
+            self._filter_unix_sockets = True
+            stream_types = (
+                SOCK_STREAM,
+                SOCK_STREAM | SOCK_CLOEXEC,
+                SOCK_STREAM | SOCK_NONBLOCK,
+                SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+            )
+            self._helper_block(
+                ["socket"],
+                [
+                    ARG_32(0),
+                    JNE32(AF_UNIX, JUMP("end")),
+                    ARG_32(1),
+                    *(JEQ32(kind, ALLOW) for kind in stream_types),
+                    ERRNO(_EACCES),
+                    LABEL("end"),
+                ],
+            )
+        self._helper_block(
+            ["getsockopt"],
+            [
+                ARG_32(1),
+                JNE32(SOL_SOCKET, JUMP("end")),
+                ARG_32(2),
+                JEQ32(SO_TYPE, ALLOW),
+                JEQ32(SO_DOMAIN, ALLOW),
+                LABEL("end"),
+            ],
+        )
+        return self
+
+    def add_network_proxy_handler_policy(self, filter_unix_sockets: bool = False) -> Self:
+        """Allow what the network proxy's automatic mode needs: a plain ``connect()`` is
+        answered by the proxy.
+
+        :meth:`add_network_proxy_policy`, plus rt_sigreturn, rt_sigaction(SIGSYS),
+        rt_sigprocmask(SIG_UNBLOCK), and every connect raises SIGSYS (seccomp's TRAP) so
+        that the client's handler (``Client.install_network_proxy_handler``) makes the
+        connection through the proxy and returns its result from ``connect()``.
+
+        Raises:
+            PolicyError: as :meth:`add_network_proxy_policy`.
+        """
+        self.add_network_proxy_policy(filter_unix_sockets)
+        self._allow_names("rt_sigreturn")
+        self._helper_block(["rt_sigaction"], [ARG_32(0), JEQ32(SIGSYS, ALLOW)])
+        self._helper_block(["rt_sigprocmask"], [ARG_32(0), JEQ32(SIG_UNBLOCK, ALLOW)])
+        self._helper_block(["connect"], [TRAP])
+        return self
+
+    def allow_unix_socket(self, path: str) -> Self:
+        """Allow network-proxy connections to a UNIX socket, and broker AF_UNIX connects.
+
+        Args:
+            path: an absolute socket path, stored with symlinks resolved (as far as it
+                exists), or an abstract name starting with NUL (``"\\0name"``), stored
+                as is.
+
+        Raises:
+            PolicyError: a path that is neither absolute nor abstract.
+        """
+        if not isinstance(path, str) or not path or path[0] not in "/\0":
+            raise PolicyError(f"a UNIX socket is an absolute path or a NUL-led name: {path!r}")
+        self._filter_unix_sockets = True
+        self._unix_sockets.append(_canonical_socket_path(path))
         return self
 
     def allow_ipv4(self, cidr: str, port: int = 0) -> Self:
@@ -962,6 +1717,81 @@ class PolicyBuilder:
         network = ipaddress.IPv6Network((ip, prefix), strict=False)
         self._endpoints.append(AllowedEndpoint(network, _port(port)))
         return self
+
+    # --- presets ------------------------------------------------------------------------
+
+    def allow_python(self, interpreter: str = "/usr/bin/python3") -> Self:
+        """Let a CPython 3 interpreter start and run ordinary pure-Python code.
+
+        Mounts read-only the interpreter, its loader and libraries, the existing
+        directories of its ``sys.path`` (the standard library and site-packages, found by
+        running the interpreter once on the host) and the system library directory its
+        libc is in (for the standard library's extension modules). Allows what CPython
+        3.11 needs for the standard library: start-up, memory, reading files, stdio,
+        ``isatty``, time, randomness, signals, threads (``clone`` with ``CLONE_THREAD``),
+        and the file calls that fail with ``EROFS`` outside a tmpfs (so ``__pycache__``
+        writes fail softly). Nothing else: no sockets, no new processes, no exec, no
+        writable mount; add a tmpfs (``add_tmpfs("/tmp", ...)``) for scratch files.
+
+        Example::
+
+            policy = PolicyBuilder().allow_python().build()
+            executor = Executor("/usr/bin/python3", ["python3", "-c", "print(6 * 7)"])
+
+        Args:
+            interpreter: absolute path of the interpreter on the host, the binary the
+                executor runs.
+
+        Raises:
+            PolicyError: the interpreter is missing, cannot run, or is not Python 3.
+        """
+        from aiosandbox._policy._presets import allow_python
+
+        interpreter = _check_path(interpreter, "interpreter path")
+        key = f"python:{interpreter}"
+        if key not in self._once:
+            allow_python(self, interpreter)  # raises before it adds anything
+            self._once.add(key)
+        return self
+
+    # --- aiosandbox's own channel -------------------------------------------------------
+
+    def allow_comms(self) -> Self:
+        """Allow talking over the comms channel (fd 1023) and nothing more: read, write,
+        recvmsg, sendmsg, recvfrom, sendto and getsockname on fd 1023, and poll/ppoll
+        (which the Python client's calls with a timeout use).
+
+        What a sandboxee needs after ``sandbox_me_here()`` to use ``Client().comms``, the
+        C header's ``sbx_*`` calls, or a custom fork server's child channel.  Receiving an
+        fd needs no more; using it does (e.g. ``allow_shared_memory`` for a Buffer).
+        """
+        if self._first_time("comms"):
+            on_comms: BlockLike = [ARG_32(0), JEQ32(_COMMS_FD, ALLOW)]
+            self._helper_block(["read", "recvmsg", "recvfrom"], on_comms)
+            self._helper_block(["write", "sendmsg", "sendto"], on_comms)
+            # Python's socket(fileno=1023), which the client makes, asks getsockname().
+            self._helper_block(["getsockname"], on_comms)
+            self._allow_names("poll", "ppoll")
+        return self
+
+
+def _canonical_socket_path(path: str) -> str:
+    """Resolve symlinks in the longest existing prefix of ``path`` (Sandbox2's
+    ``CanonicalizeSocketPath``): the proxy compares the canonical path it connects to."""
+    if path.startswith("\0"):
+        return path
+    current, tail = path, list[str]()
+    while True:
+        try:
+            resolved = os.path.realpath(current, strict=True)
+        except OSError:
+            parent, part = os.path.split(current)
+            if parent == current:
+                return path
+            tail.insert(0, part)
+            current = parent
+            continue
+        return os.path.join(resolved, *tail)
 
 
 def _split_cidr(cidr: object) -> tuple[str, str, str]:
@@ -1016,12 +1846,13 @@ def _recorded(name: str, method: _F) -> _F:
             result = method(self, *args, **kwargs)
         finally:
             self._call_depth -= 1
-        if name.startswith("add_policy_on_syscall"):
+        if name.startswith("add_policy_on_"):
             # Keep what was checked, not a list the caller may still mutate.
             if "block" in kwargs:
                 kwargs = {**kwargs, "block": assemble(kwargs["block"])}
             else:
-                args = (*args[:1], assemble(args[1]), *args[2:])
+                at = 0 if name == "add_policy_on_mmap" else 1
+                args = (*args[:at], assemble(args[at]), *args[at + 1 :])
         self._recipe.append(BuilderCall(name, tuple(args), tuple(sorted(kwargs.items()))))
         return result
 

@@ -11,7 +11,10 @@ The program has three parts, always in this order (Sandbox2's ``Policy::GetPolic
 2. The *exec gate*, only for the pre-exec flavour: the sandboxee loads the filter and then
    calls ``execveat(fd, "", argv, envp, AT_EMPTY_PATH)`` with ``EXEC_MAGIC`` in the unused
    sixth argument; that one call returns ``TRACE(EXEC_GATE)`` so the ptrace monitor can let the
-   first exec through and refuse any later one.
+   first exec through and refuse any later one. The post-exec flavour (loaded by
+   ``Client.sandbox_me_here()``) has instead the *sandboxed notice*: the magic syscall with
+   ``SANDBOXED_MAGIC`` returns ``TRACE(SANDBOXED)``, which tells the monitor that the
+   client's filter is in place.
 3. The *default policy* (escape hatches closed whatever the user allows: ptrace, bpf, clone3,
    namespace-creating clone/unshare, seccomp user-notification listeners) and then the *user
    program* (the builder's rules in call order, ending with the default action).
@@ -22,8 +25,9 @@ crosses a part boundary, which is what lets the exec gate be left out without re
 The kernel-facing variant (:func:`kernel_filter`) is the same program with every verdict that
 ends the process rewritten to ``TRACE(VIOLATION)``: under the ptrace monitor a killed
 sandboxee could not be examined, while a trace stop leaves it frozen with its registers for
-the violation report. The gate's ``TRACE(EXEC_GATE)`` is the only trace kept as is, so a user
-rule returning ``TRACE(0xCAFE)`` cannot impersonate it.
+the violation report. The gate's and the notice's traces are kept as is, and so is a user
+``TRACE(LEARN)`` (learning mode); every other trace is rewritten, so a user rule returning
+``TRACE(0xCAFE)`` cannot impersonate the gate.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ from aiosandbox._policy._bpf import (
     SECCOMP_RET_USER_NOTIF,
     TRACE,
     Instruction,
+    check_default_action,
+    check_program,
     jump,
     pack_program,
 )
@@ -63,6 +69,7 @@ __all__ = [
     "EXEC_MAGIC",
     "MAGIC_SYSCALL_ERRNO",
     "MAGIC_SYSCALL_NR",
+    "SANDBOXED_MAGIC",
     "TraceCode",
     "compile_program",
     "kernel_program",
@@ -79,6 +86,16 @@ class TraceCode(enum.IntEnum):
     """The syscall is forbidden: report a violation and kill the sandbox."""
     EXEC_GATE = 0xCAFE
     """The pre-exec ``execveat`` that starts the sandboxee: allow exactly the first one."""
+    LEARN = 0xCAF2
+    """Learning mode: report the syscall to the observer, then let it run. A policy asks
+    for it with ``default_action(TRACE(TraceCode.LEARN))``; it is never rewritten."""
+    SANDBOXED = 0xCAF3
+    """The client's "I am sandboxed" call, right after it loaded the post-exec filter."""
+
+
+SANDBOXED_MAGIC = 0x5AFEB0C5
+"""The first argument of the magic syscall with which ``Client.sandbox_me_here()`` tells the
+monitor that its filter is in place (docs/protocol.md)."""
 
 
 EXEC_MAGIC = 0x921C2C34
@@ -193,6 +210,17 @@ def _exec_gate(arch: Arch) -> list[Instruction]:
     ]
 
 
+def _sandboxed_notice() -> list[Instruction]:
+    # if nr == MAGIC and low32(arg0) == SANDBOXED_MAGIC: TRACE(SANDBOXED); A := nr
+    return [
+        _jeq(MAGIC_SYSCALL_NR, 0, 4),
+        ARG_32(0),
+        _jeq(SANDBOXED_MAGIC, 0, 1),
+        TRACE(TraceCode.SANDBOXED),
+        LOAD_SYSCALL_NR,
+    ]
+
+
 def _screen_flags(nr: int, arg: int, flags: int) -> list[Instruction]:
     # if nr == N and low32(arg) & flags: KILL; A := nr
     return [_jeq(nr, 0, 4), ARG_32(arg), _jset(flags, 0, 1), KILL, LOAD_SYSCALL_NR]
@@ -231,26 +259,32 @@ def compile_program(
         arch: the architecture the filter admits.
         user_program: the builder's rules followed by the default action; expects
             ``A`` = syscall number.
-        pre_exec: include the exec gate (the filter is loaded before ``execveat``).
+        pre_exec: include the exec gate (the filter is loaded before ``execveat``); without
+            it, the program starts with the client's "sandboxed" notice instead.
         user_handles_ptrace: the user blocked ptrace with an errno; do not kill it first.
         user_handles_bpf: same for bpf.
         for_kernel: rewrite process-ending verdicts to ``TRACE(VIOLATION)`` (see the module
             docstring).
 
     Raises:
-        PolicyError: the program exceeds the kernel's 4096 instructions.
+        PolicyError: the program exceeds the kernel's 4096 instructions, the default action
+            (the last user instruction) is not a verdict, or the kernel would refuse the
+            program for another reason (see :func:`check_program`).
     """
+    user = tuple(user_program)
+    check_default_action(user[-1] if user else None)
     rewrite = _to_violation if for_kernel else _identity
     program = [rewrite(i) for i in _header(arch)]
-    if pre_exec:
-        program += _exec_gate(arch)
+    # Both are added as written: the monitor must see their TRACE codes.
+    program += _exec_gate(arch) if pre_exec else _sandboxed_notice()
     program += (rewrite(i) for i in _default_policy(arch, user_handles_ptrace, user_handles_bpf))
-    program += (rewrite(i) for i in user_program)
+    program += (rewrite(i) for i in user)
     if len(program) > BPF_MAXINSNS:
         raise PolicyError(
             f"the compiled policy has {len(program)} instructions; the kernel accepts at most"
             f" {BPF_MAXINSNS}"
         )
+    check_program(program)  # what the kernel refuses is a PolicyError here, not EINVAL later
     return tuple(program)
 
 
@@ -265,6 +299,7 @@ _PASS_THROUGH = frozenset(
     }
 )
 _VIOLATION = TRACE(TraceCode.VIOLATION)
+_LEARN = TRACE(TraceCode.LEARN)
 
 
 def _identity(insn: Instruction) -> Instruction:
@@ -277,7 +312,7 @@ def _to_violation(insn: Instruction) -> Instruction:
     # time and cannot be rewritten; whatever it returns, the kernel enforces it.
     if insn.code != BPF_RET | BPF_K:
         return insn
-    if insn.k & SECCOMP_RET_ACTION_FULL in _PASS_THROUGH:
+    if insn.k & SECCOMP_RET_ACTION_FULL in _PASS_THROUGH or insn == _LEARN:
         return insn
     return _VIOLATION
 

@@ -1,10 +1,12 @@
 """A userspace classic-BPF interpreter and disassembler for seccomp programs.
 
-The interpreter follows the kernel's rules for seccomp filters (``seccomp_check_filter`` and
-``bpf_check_classic``): only 32-bit absolute loads of ``seccomp_data``, aligned and in bounds;
-scratch memory must be written before it is read; division by zero, out-of-range jumps and
-running off the end are errors. An error is a :class:`PolicyError`, since a program that
-trips one would be refused by the kernel or is not a valid policy.
+The interpreter gives the answer the kernel gives. Before it runs a program it makes the
+checks ``seccomp(2)`` makes when loading one (:func:`aiosandbox._policy._bpf.check_program`),
+so a program the kernel would refuse is a :class:`PolicyError`, not an answer. It then
+follows the kernel's run-time rules for classic BPF, which the kernel keeps when it converts
+the filter to eBPF (``bpf_convert_filter``, net/core/filter.c): A and X start at 0; a
+division by an X of 0 ends the program with 0, which seccomp reads as KILL_THREAD; a shift by
+X uses X's low 5 bits. tests/test_evaluator_kernel.py holds these answers against the kernel.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from aiosandbox._policy._bpf import (
     SECCOMP_RET_TRAP,
     SECCOMP_RET_USER_NOTIF,
     Instruction,
+    check_program,
     ret,
 )
 from aiosandbox._policy._policy import Policy
@@ -80,6 +83,16 @@ def _program_of(policy_or_program: Policy | Sequence[Instruction]) -> tuple[Inst
     for insn in program:
         if not isinstance(insn, Instruction):
             raise PolicyError(f"not a BPF instruction: {insn!r}")
+    return program
+
+
+def _checked_program_of(
+    policy_or_program: Policy | Sequence[Instruction],
+) -> tuple[Instruction, ...]:
+    # A Policy's program was checked when it was compiled; bare instructions are checked here.
+    program = _program_of(policy_or_program)
+    if not isinstance(policy_or_program, Policy):
+        check_program(program)
     return program
 
 
@@ -118,10 +131,9 @@ def evaluate(
         included), so it compares equal to ``bpf.ALLOW``, ``bpf.ERRNO(2)`` and the like.
 
     Raises:
-        PolicyError: an unknown syscall name, or a program the kernel would refuse or that
-            fails at run time.
+        PolicyError: an unknown syscall name, or a program the kernel would refuse.
     """
-    program = _program_of(policy_or_program)
+    program = _checked_program_of(policy_or_program)
     the_arch = _default_arch(policy_or_program) if arch is None else Arch.parse(arch)
     if isinstance(syscall, str):
         nr = syscall_number(syscall, the_arch)
@@ -135,8 +147,12 @@ def evaluate(
 def run(program: Sequence[Instruction], data: bytes) -> int:
     """Interpret ``program`` over the packed ``seccomp_data`` and return the 32-bit result.
 
+    This is the interpreter alone: ``program`` must have passed
+    :func:`~aiosandbox._policy._bpf.check_program` (:func:`evaluate` sees to that), or the
+    answer may be one the kernel would never give.
+
     Raises:
-        PolicyError: the program is invalid or fails (see the module docstring).
+        PolicyError: the program reaches an instruction it cannot run.
     """
     if not program:
         raise PolicyError("cannot run an empty BPF program")
@@ -192,6 +208,12 @@ def run(program: Sequence[Instruction], data: bytes) -> int:
         elif cls == BPF_ALU:
             op = code & 0xF0
             operand = x if code & 0x08 == BPF_X else k
+            if op == BPF_DIV and operand == 0:
+                if code & 0x08 == BPF_K:
+                    raise fail("division by zero")
+                # Classic BPF's rule, kept by the kernel's conversion to eBPF: the program
+                # ends with 0 (SECCOMP_RET_KILL_THREAD).
+                return 0
             a = _alu(op, a, operand, fail)
         elif cls == BPF_JMP:
             op = code & 0xF0
@@ -238,10 +260,8 @@ def _alu(op: int, a: int, operand: int, fail: Callable[[str], PolicyError]) -> i
         return (a - operand) & _U32
     if op == BPF_MUL:
         return (a * operand) & _U32
-    if op in (BPF_DIV, BPF_MOD):
-        if operand == 0:
-            raise fail("division by zero")
-        return a // operand if op == BPF_DIV else a % operand
+    if op == BPF_DIV:
+        return a // operand  # the caller handled a divisor of 0
     if op == BPF_OR:
         return a | operand
     if op == BPF_AND:
@@ -249,10 +269,10 @@ def _alu(op: int, a: int, operand: int, fail: Callable[[str], PolicyError]) -> i
     if op == BPF_XOR:
         return a ^ operand
     if op in (BPF_LSH, BPF_RSH):
-        # The kernel rejects constant shifts >= 32; a register shift that large is
-        # architecture-dependent, so it is refused here as well.
-        if operand >= 32:
-            raise fail(f"shift by {operand} is undefined")
+        # A constant shift is 0..31 (the kernel refuses more). A shift by X uses X's low
+        # 5 bits: the eBPF interpreter masks it so (kernel/bpf/core.c), and the x86-64 and
+        # arm64 JITs emit 32-bit shift instructions, which mask their count the same way.
+        operand &= 31
         return (a << operand) & _U32 if op == BPF_LSH else a >> operand
     if op == BPF_NEG:
         return -a & _U32

@@ -114,6 +114,24 @@ class Policy:
             does not kill it.
         user_handles_bpf: same for bpf.
         rule_syscalls: the syscall numbers the builder's rules name, in first-use order.
+        network_proxy: the sandboxee talks to the network proxy
+            (``add_network_proxy_policy`` or ``add_network_proxy_handler_policy``): the
+            supervisor serves its connect requests against ``allowed_endpoints`` and
+            ``allowed_unix_sockets``.
+        filter_unix_sockets: the proxy also brokers AF_UNIX connects, allowing only
+            ``allowed_unix_sockets``; otherwise any AF_UNIX request is a violation.
+        allowed_unix_sockets: the socket paths the proxy may connect to, canonical
+            (symlinks resolved), or abstract names starting with NUL (``allow_unix_socket``).
+        allow_speculation: keep speculative-execution mitigations off for the sandboxee
+            (``SECCOMP_FILTER_FLAG_SPEC_ALLOW``, no ``PR_SET_SPECULATION_CTRL``); by default
+            they are forced on, as in Sandbox2.
+        write_executable: writable bind mounts stay executable (no ``MOUNT_ATTR_NOEXEC``).
+        root_writable: the sandbox's root tmpfs stays writable.
+        collect_stacktrace_on_violation: collect the sandboxee's stack trace when it
+            breaks the policy (default on, as in Sandbox2); also ``..._on_signal`` (on),
+            ``..._on_timeout`` (on), ``..._on_kill`` (off), ``..._on_exit`` (off).
+        collect_stacktraces_for_all_threads: collect every thread's stack, not only the
+            one that triggered the collection (default off).
         recipe: the public builder calls that made this policy, in order (empty for a
             policy made directly). Replaying them on a new builder gives an equal policy.
     """
@@ -128,6 +146,18 @@ class Policy:
     user_handles_ptrace: bool = field(default=False, repr=False)
     user_handles_bpf: bool = field(default=False, repr=False)
     rule_syscalls: tuple[int, ...] = field(default=(), repr=False)
+    network_proxy: bool = False
+    filter_unix_sockets: bool = False
+    allowed_unix_sockets: tuple[str, ...] = ()
+    allow_speculation: bool = False
+    write_executable: bool = False
+    root_writable: bool = False
+    collect_stacktrace_on_violation: bool = field(default=True, repr=False)
+    collect_stacktrace_on_signal: bool = field(default=True, repr=False)
+    collect_stacktrace_on_timeout: bool = field(default=True, repr=False)
+    collect_stacktrace_on_kill: bool = field(default=False, repr=False)
+    collect_stacktrace_on_exit: bool = field(default=False, repr=False)
+    collect_stacktraces_for_all_threads: bool = field(default=False, repr=False)
     recipe: tuple[BuilderCall, ...] = field(default=(), repr=False, compare=False)
     program: tuple[Instruction, ...] = field(init=False, repr=False, compare=False)
 
