@@ -21,6 +21,8 @@ import subprocess
 import tempfile
 import time
 
+from _table import header, row
+
 from aiosandbox import Executor, PolicyBuilder, Sandbox, Status
 
 SOURCE = "int main(void) { return 0; }\n"
@@ -51,17 +53,6 @@ async def time_sandbox(binary: str, policy) -> float:
     return elapsed
 
 
-def row(name: str, samples: list[float], baseline: float) -> str:
-    ordered = sorted(samples)
-    median = statistics.median(ordered)
-    p10 = ordered[len(ordered) // 10]
-    p90 = ordered[(len(ordered) * 9) // 10]
-    return (
-        f"{name:<34} {median * 1e3:9.3f} {p10 * 1e3:9.3f} {p90 * 1e3:9.3f}"
-        f" {median / baseline:8.2f}x"
-    )
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -81,7 +72,7 @@ async def main() -> None:
             sandboxed.append(await time_sandbox(binary, policy))
     baseline = statistics.median(bare)
     print(f"static exit-0 binary, {args.runs} runs each, {os.cpu_count()} CPUs")
-    print(f"{'':<34} {'median ms':>9} {'p10 ms':>9} {'p90 ms':>9} {'ratio':>9}")
+    print(header())
     print(row("asyncio.create_subprocess_exec", bare, baseline))
     print(row("await Sandbox(...).run()", sandboxed, baseline))
 

@@ -1,0 +1,236 @@
+"""One ``recvmsg`` / one ``sendmsg`` of a frame: the kernel-facing steps both Comms share.
+
+Neither function waits: each makes one system call and returns, or raises
+``BlockingIOError`` when the socket is not ready, so that the async Comms can wait on the
+event loop and the blocking one in the kernel (or in ``poll`` when it has a timeout).
+
+Kernel facts relied on (unix(7), ``unix_stream_read_generic`` in net/unix/af_unix.c):
+
+* A ``recvmsg`` on a unix stream socket returns after the first chunk of bytes that came
+  with fds, so fds arrive together with bytes of the frame being read (see _wire).
+* fds that do not fit the control buffer are closed by the kernel and ``MSG_CTRUNC`` is
+  set: a peer sending 253 fds per message puts at most :data:`MAX_FDS` in our table, which
+  we close at once.  fds still queued in the socket are released when it is closed.
+* ``MSG_CMSG_CLOEXEC`` makes every received fd close-on-exec from its first instant.
+* ``SCM_CREDENTIALS`` carries the pid translated into the receiver's pid namespace.  The
+  sender attaches them explicitly (as Sandbox2 does): the kernel keeps them for a receiver
+  that turns ``SO_PASSCRED`` on only when it reads, which implicit ones do not survive.
+* ``MSG_NOSIGNAL``: a closed peer is ``EPIPE``, never a SIGPIPE.
+
+Uses ``_socket`` rather than ``socket``: importing ``socket`` costs a sandboxee ~2 ms.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import os
+import struct
+
+from .._exceptions import CommsError
+from ._wire import HEADER, TAG_CREDS, TAG_FD, Frame, FrameReader
+
+# Not typing.TYPE_CHECKING: a sandboxee imports this, and typing costs it ~15 ms.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Protocol, TypeAlias
+
+    class _HasFileno(Protocol):
+        def fileno(self) -> int: ...
+
+    FileDescriptorLike: TypeAlias = int | _HasFileno
+    """What send_fd takes: an fd number, or an object with ``fileno()``."""
+
+    Received: TypeAlias = tuple[Frame, list[int], tuple[int, int, int] | None]
+    """What a receive returns: the frame, the fds that came with it, the sender's
+    credentials."""
+
+__all__ = [
+    "CONTROL_SIZE",
+    "MAX_FDS",
+    "Inbox",
+    "close_fds",
+    "creds_frame",
+    "fd_frame",
+    "fd_number",
+    "outgoing",
+    "recv_step",
+    "send_error",
+    "send_step",
+]
+
+MAX_FDS = 8
+"""fds one ``recvmsg`` can take in; a legitimate frame carries one, extra ones let us see
+(and close) a peer's mistakes before ``MSG_CTRUNC`` hides them."""
+
+_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+CONTROL_SIZE = _socket.CMSG_SPACE(4 * MAX_FDS) + _socket.CMSG_SPACE(_UCRED.size)
+
+# Hot-path constants as plain globals (one lookup each, not two).
+_CLOEXEC = _socket.MSG_CMSG_CLOEXEC
+_CTRUNC = _socket.MSG_CTRUNC
+_NOSIGNAL = _socket.MSG_NOSIGNAL
+
+_SMALL = 16 << 10  # header and value up to this size go in one buffer (one copy, one iovec)
+_PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN})
+
+
+def fd_number(fd: FileDescriptorLike) -> int:
+    """The fd number of an int or of an object with ``fileno()``."""
+    number = fd if isinstance(fd, int) else fd.fileno()
+    if number < 0:
+        raise ValueError(f"not an open fd: {number}")
+    return number
+
+
+class Inbox:
+    """What arrived beside the bytes of the frame being read: fds and credentials.
+
+    One per Comms, emptied by :meth:`clear` before each frame (an object per receive
+    costs more than the receive's own bookkeeping)."""
+
+    __slots__ = ("creds", "fds")
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self.creds: tuple[int, int, int] | None = None
+
+    def clear(self) -> None:
+        """Starts afresh for the next frame.  A new list, never an emptied one: the last
+        frame's list may still be in its receiver's hands."""
+        self.fds = []
+        self.creds = None
+
+    def close_fds(self) -> None:
+        """Closes every fd that arrived (on error, or when they were not wanted)."""
+        fds, self.fds = self.fds, []
+        close_fds(fds)
+
+
+def close_fds(fds: Sequence[int]) -> None:
+    """Closes fds the caller owns, ignoring ones already gone."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def recv_step(
+    sock: _socket.socket, reader: FrameReader, target: memoryview, inbox: Inbox, flags: int = 0
+) -> Frame | None:
+    """One ``recvmsg`` into ``target`` (the reader's current buffer); the frame once
+    complete.
+
+    Raises:
+        BlockingIOError: nothing to read yet (a non-blocking socket or ``MSG_DONTWAIT``);
+            ``target`` is still the buffer to fill.
+        CommsError: the peer closed the channel or broke the protocol.  fds that arrived
+            are in ``inbox`` for the caller to close.
+    """
+    try:
+        nbytes, ancillary, msg_flags, _ = sock.recvmsg_into(
+            [target], CONTROL_SIZE, _CLOEXEC | flags
+        )
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        if exc.errno in _PEER_GONE:
+            raise CommsError("the peer closed the channel (connection reset)") from exc
+        raise CommsError(f"cannot receive from the comms socket: {exc.strerror}") from exc
+    nfds = 0
+    if ancillary:
+        nfds = _take_ancillary(ancillary, inbox)
+    if msg_flags & _CTRUNC:
+        raise CommsError(
+            f"the peer sent more fds than a frame may carry (more than {MAX_FDS} at once)"
+        )
+    if nbytes == 0:
+        raise reader.eof()
+    return reader.advance(nbytes, nfds)
+
+
+def _take_ancillary(ancillary: list[tuple[int, int, bytes]], inbox: Inbox) -> int:
+    """Moves received fds and credentials into ``inbox``; returns the number of fds."""
+    nfds = 0
+    for level, kind, data in ancillary:
+        if level != _socket.SOL_SOCKET:
+            continue
+        if kind == _socket.SCM_RIGHTS:
+            # A truncated message may end in part of an int: only whole ones are fds.
+            usable = len(data) - len(data) % 4
+            received = memoryview(data)[:usable].cast("i").tolist()
+            inbox.fds.extend(received)
+            nfds += len(received)
+        elif kind == _socket.SCM_CREDENTIALS and inbox.creds is None and len(data) >= _UCRED.size:
+            inbox.creds = _UCRED.unpack_from(data)
+    return nfds
+
+
+def outgoing(tag: int, value: bytes | memoryview) -> list[memoryview]:
+    """The buffers of one frame: a small one is copied into one buffer (cheaper than two
+    iovecs), a large value is sent from where it is."""
+    header = HEADER.pack(tag, len(value))
+    if len(value) <= _SMALL:
+        return [memoryview(header + value)]
+    return [memoryview(header), memoryview(value)]
+
+
+def fd_frame(fd: int) -> tuple[list[memoryview], list[tuple[int, int, bytes]]]:
+    """A TAG_FD frame: its header alone, with the fd as SCM_RIGHTS."""
+    ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", fd))]
+    return [memoryview(HEADER.pack(TAG_FD, 0))], ancillary
+
+
+def creds_frame() -> tuple[list[memoryview], list[tuple[int, int, bytes]]]:
+    """A TAG_CREDS frame: its header, with this process's pid, uid and gid."""
+    creds = _UCRED.pack(os.getpid(), os.getuid(), os.getgid())
+    ancillary = [(_socket.SOL_SOCKET, _socket.SCM_CREDENTIALS, creds)]
+    return [memoryview(HEADER.pack(TAG_CREDS, 0))], ancillary
+
+
+def send_step(
+    sock: _socket.socket,
+    pending: list[memoryview],
+    ancillary: list[tuple[int, int, bytes]],
+    flags: int = 0,
+) -> int:
+    """One ``sendmsg`` of what is left of a frame; drops what was sent from ``pending``.
+
+    The ancillary data must go with the first byte only: the caller passes it until this
+    returns a positive count.
+
+    Raises:
+        BlockingIOError: the socket buffer is full.
+        OSError: anything else, for :func:`send_error` to classify.
+    """
+    sent = sock.sendmsg(pending, ancillary, _NOSIGNAL | flags)
+    left = sent
+    while left:
+        first = pending[0]
+        if left >= len(first):
+            left -= len(first)
+            del pending[0]
+        else:
+            pending[0] = first[left:]
+            left = 0
+    return sent
+
+
+def send_error(exc: OSError, started: bool) -> Exception:
+    """What a failed ``sendmsg`` means to the caller.
+
+    The peer gone, or a frame cut in the middle, is a :class:`CommsError` (the channel is
+    lost); a failure before any byte left (say, an invalid fd given to ``send_fd``) is the
+    caller's ``OSError``, and the channel is intact.
+    """
+    if exc.errno in _PEER_GONE:
+        error = CommsError("the peer closed the channel")
+    elif started:
+        error = CommsError(f"sending failed in the middle of a frame: {exc.strerror}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
