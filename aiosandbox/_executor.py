@@ -8,7 +8,11 @@ import socket
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ._comms import Comms
+    from ._custom_fork import CustomForkServer
 
 __all__ = ["DEVNULL", "IPC", "PIPE", "Executor", "Limits"]
 
@@ -20,6 +24,8 @@ DEVNULL: Final = -3
 StdioSpec = int | None
 
 _MAX_FD = 1 << 20
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+FD_MAP_ENV = "AIOSANDBOX_FD_MAP"  # read by aiosandbox.client (docs/protocol.md)
 
 
 def _check_limit(name: str, value: object) -> None:
@@ -73,26 +79,70 @@ class IPC:
     Attributes:
         mapped_fds: ``(local fd, sandboxee fd)`` pairs; the local fds are duplicates owned by
             this object and closed when the sandbox has started.
+        fd_names: names given to mapped fds, and their sandboxee fd numbers.
     """
 
     mapped_fds: list[tuple[int, int]] = field(default_factory=list)
+    fd_names: dict[str, int] = field(default_factory=dict)
+    # The comms channel: our end, and the end that becomes the sandboxee's fd 1023.
+    _channel: socket.socket | None = field(default=None, repr=False)
+    _channel_peer: socket.socket | None = field(default=None, repr=False)
+    _comms: Comms | None = field(default=None, repr=False)
 
-    def map_fd(self, local_fd: int, sandboxee_fd: int) -> None:
+    @property
+    def comms(self) -> Comms:
+        """The :class:`Comms` to the sandboxee (its fd 1023), usable once the sandbox
+        started; what is sent earlier waits in the socket."""
+        if self._comms is None:
+            from ._comms import Comms
+
+            self._comms = Comms(self._ensure_channel())
+        return self._comms
+
+    def _ensure_channel(self) -> socket.socket:
+        if self._channel is None:
+            self._channel, self._channel_peer = socket.socketpair(
+                socket.AF_UNIX, socket.SOCK_STREAM
+            )
+        return self._channel
+
+    def _take_channel_peer(self) -> socket.socket:
+        """Hands the sandboxee's end of the channel to the caller, which closes it."""
+        self._ensure_channel()
+        peer, self._channel_peer = self._channel_peer, None
+        if peer is None:
+            raise RuntimeError("the comms channel was handed out already")
+        return peer
+
+    def map_fd(self, local_fd: int, sandboxee_fd: int, *, name: str | None = None) -> None:
         """Makes ``local_fd`` appear as ``sandboxee_fd`` in the sandboxee.
 
         The fd is duplicated now: the caller keeps its own and may close it at once.
 
+        Args:
+            name: also find it by this name inside: ``Client().get_mapped_fd(name)`` (it
+                travels in the environment variable ``AIOSANDBOX_FD_MAP``; not for the
+                children of a custom fork server, which get no new environment).
+
         Raises:
-            ValueError: ``sandboxee_fd`` is out of range or mapped already.
+            ValueError: ``sandboxee_fd`` is out of range or mapped already, or a bad name.
             OSError: ``local_fd`` is not an open fd.
         """
         _check_target(sandboxee_fd)
         if any(target == sandboxee_fd for _, target in self.mapped_fds):
             raise ValueError(f"sandboxee fd {sandboxee_fd} is mapped already")
+        if name is not None:
+            if not isinstance(name, str) or not name or not set(name) <= _NAME_CHARS:
+                raise ValueError(f"an fd name is letters, digits, '_', '.', '-': {name!r}")
+            if name in self.fd_names:
+                raise ValueError(f"the fd name {name!r} is used already")
         self.mapped_fds.append((os.dup(local_fd), sandboxee_fd))
+        if name is not None:
+            self.fd_names[name] = sandboxee_fd
 
-    def receive_fd(self, sandboxee_fd: int) -> int:
-        """Creates a socket pair and maps one end to ``sandboxee_fd``.
+    def receive_fd(self, sandboxee_fd: int, *, name: str | None = None) -> int:
+        """Creates a socket pair and maps one end to ``sandboxee_fd`` (and ``name``, as
+        :meth:`map_fd`).
 
         Returns:
             The other end, as a new fd owned by the caller (close it when done), e.g. to
@@ -101,7 +151,7 @@ class IPC:
         _check_target(sandboxee_fd)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.map_fd(theirs.fileno(), sandboxee_fd)
+            self.map_fd(theirs.fileno(), sandboxee_fd, name=name)
         except BaseException:
             ours.close()
             raise
@@ -114,6 +164,17 @@ class IPC:
         for local, _ in self.mapped_fds:
             os.close(local)
         self.mapped_fds.clear()
+        if self._channel_peer is not None:
+            self._channel_peer.close()
+            self._channel_peer = None
+
+    def close_channel(self) -> None:
+        """Closes our end of the comms channel (the sandbox is over)."""
+        if self._comms is not None:
+            self._comms.close()
+        elif self._channel is not None:
+            self._channel.close()
+        self._channel = None
 
 
 def _check_target(fd: int) -> None:
@@ -138,8 +199,11 @@ class Executor:
         stdin: None or DEVNULL (/dev/null), PIPE, or an fd of the caller's.
         stdout: None or DEVNULL (discarded), PIPE, or an fd of the caller's.
         stderr: Like stdout.
-        sandbox_before_exec: Must be True for now: the binary starts with its policy
-            already applied.
+        sandbox_before_exec: True (the default): the binary starts with its policy
+            already applied.  False: it starts inside its namespaces but unfiltered, and
+            must call ``aiosandbox.client.Client().sandbox_me_here()`` (or the C header's
+            ``sbx_sandbox_me_here()``) once initialised; ``Sandbox.start()`` returns when
+            it has.
 
     Raises:
         ValueError: A relative path, empty args, a bad stdio value or env entry.
@@ -162,28 +226,85 @@ class Executor:
         self.path = _check_binary(os.fspath(path))
         self.args = _check_args(self.path, args)
         self.env = _check_env(env or {})
-        if not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd:
-            raise ValueError(f"cwd must be an absolute path inside the sandbox, not {cwd!r}")
-        self.cwd = cwd
+        self.cwd = _check_cwd(cwd)
         self.stdin = _check_stdio("stdin", stdin)
         self.stdout = _check_stdio("stdout", stdout)
         self.stderr = _check_stdio("stderr", stderr)
-        if sandbox_before_exec is not True:
-            raise ValueError(
-                "sandbox_before_exec=False (Client.sandbox_me_here) is not supported yet"
-            )
+        if not isinstance(sandbox_before_exec, bool):
+            raise TypeError(f"sandbox_before_exec must be a bool, not {sandbox_before_exec!r}")
         self.sandbox_before_exec = sandbox_before_exec
         self.limits = Limits()
         self.ipc = IPC()
         self._used = False
+        self._fork_server: CustomForkServer | None = None  # set on a fork-server executor
+        self._forked_from: Executor | None = None  # set on an executor of its children
+
+    @classmethod
+    def from_fork_server(
+        cls,
+        fork_executor: Executor,
+        *,
+        cwd: str = "/",
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = None,
+        stderr: StdioSpec = None,
+    ) -> Executor:
+        """An executor whose sandboxee is forked from a custom fork server (guide, mode c).
+
+        ``fork_executor`` runs a binary that, once initialised, loops on
+        ``aiosandbox.client.ForkingClient().wait_and_fork()``.  It is started, unfiltered
+        and untraced, by the first sandbox of one of its children, in the namespaces and
+        mount tree of that sandbox's policy; every later child shares them (the guide: "does
+        not play well with namespaces"), so their policies must ask for the same ones.  Each
+        child gets its own comms, fds, limits, filter (its ``sandbox_me_here()``) and
+        monitor.  Stop the fork server with ``await fork_executor.aclose()``.
+
+        Raises:
+            ValueError: ``fork_executor`` is itself forked, or runs a sandbox already.
+        """
+        if not isinstance(fork_executor, Executor):
+            raise TypeError(f"fork_executor must be an Executor, not {fork_executor!r}")
+        if fork_executor._forked_from is not None:
+            raise ValueError("a fork server cannot itself be forked from a fork server")
+        if fork_executor._used and fork_executor._fork_server is None:
+            raise ValueError("this executor ran an ordinary sandbox; it cannot be a fork server")
+        child = cls.__new__(cls)
+        child.path = fork_executor.path
+        child.args = []
+        child.env = []
+        child.cwd = _check_cwd(cwd)
+        child.stdin = _check_stdio("stdin", stdin)
+        child.stdout = _check_stdio("stdout", stdout)
+        child.stderr = _check_stdio("stderr", stderr)
+        child.sandbox_before_exec = False
+        child.limits = Limits()
+        child.ipc = IPC()
+        child._used = False
+        child._fork_server = None
+        child._forked_from = fork_executor
+        if fork_executor._fork_server is None:
+            from ._custom_fork import CustomForkServer
+
+            fork_executor._fork_server = CustomForkServer(fork_executor)
+            fork_executor._used = True
+        return child
+
+    async def aclose(self) -> None:
+        """Stops this executor's custom fork server, if it runs one, and closes its fds."""
+        if self._fork_server is not None:
+            await self._fork_server.aclose()
+        self.ipc.close()
 
     def __repr__(self) -> str:
+        if self._forked_from is not None:
+            return f"Executor.from_fork_server({self._forked_from!r})"
         return f"Executor({self.path!r}, {self.args!r})"
 
     def __del__(self) -> None:
         ipc = getattr(self, "ipc", None)
         if ipc is not None:
             ipc.close()
+            ipc.close_channel()
 
 
 def _check_binary(path: str) -> str:
@@ -221,6 +342,12 @@ def _check_env(env: Mapping[str, str]) -> list[bytes]:
             raise ValueError(f"not a valid environment entry: {key!r}={value!r}")
         entries.append(k + b"=" + v)
     return entries
+
+
+def _check_cwd(cwd: str) -> str:
+    if not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd:
+        raise ValueError(f"cwd must be an absolute path inside the sandbox, not {cwd!r}")
+    return cwd
 
 
 def _check_stdio(name: str, value: StdioSpec) -> StdioSpec:

@@ -150,6 +150,11 @@ class ResultBuilder:
         """Whether the final status is already known."""
         return self._status is not None
 
+    @property
+    def ending(self) -> bool:
+        """Whether the run is over or being ended (decided, killed or timed out)."""
+        return self.decided or self._kill_requested or self._timed_out
+
     def _decide(self, status: Status, reason_code: int, detail: str = "") -> None:
         if self._status is None:
             self._status, self._reason_code, self._detail = status, reason_code, detail

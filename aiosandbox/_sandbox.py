@@ -24,8 +24,9 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.abc
@@ -37,8 +38,10 @@ from ._asyncio import (
     forget_readable,
     hub_for_running_loop,
 )
-from ._exceptions import PolicyError
-from ._executor import DEVNULL, PIPE, Executor, Limits
+from ._comms._wire import COMMS_FD as _COMMS_FD
+from ._comms._wire import HEADER as _HEADER
+from ._exceptions import CommsError, PolicyError
+from ._executor import DEVNULL, FD_MAP_ENV, PIPE, Executor, Limits
 from ._forkserver._client import SpawnRequest, fork_server
 from ._forkserver._server import (
     CLONE_NEWIPC,
@@ -48,10 +51,22 @@ from ._forkserver._server import (
     CLONE_NEWUSER,
     CLONE_NEWUTS,
 )
-from ._monitor._ptrace import PtraceMonitor
+from ._handshake import (
+    TAG_ERROR,
+    TAG_FORK_GO,
+    TAG_POLICY,
+    TAG_SANDBOX_ME_HERE,
+    receive_control,
+    receive_creds,
+    send_control,
+)
+from ._monitor._ptrace import PtraceMonitor, SyscallEvent
 from ._policy import MountKind, Policy, kernel_filter, syscall_number
 from ._result import Result, ResultBuilder, SetupReason, Status
 from .bpf import KILL, evaluate
+
+if TYPE_CHECKING:
+    from ._comms import Comms
 
 __all__ = ["Sandbox"]
 
@@ -143,7 +158,12 @@ class Sandbox:
     """
 
     def __init__(
-        self, executor: Executor, policy: Policy, monitor: Literal["ptrace"] = "ptrace"
+        self,
+        executor: Executor,
+        policy: Policy,
+        monitor: Literal["ptrace"] = "ptrace",
+        *,
+        _fork_server: bool = False,
     ) -> None:
         if not isinstance(executor, Executor):
             raise TypeError(f"executor must be an aiosandbox.Executor, not {executor!r}")
@@ -153,7 +173,12 @@ class Sandbox:
             )
         if monitor != "ptrace":
             raise ValueError(f"unknown monitor {monitor!r}: only 'ptrace' is available")
-        if executor._used:
+        if executor._fork_server is not None and not _fork_server:
+            raise ValueError(
+                "this executor runs a custom fork server: run its children, made with"
+                " Executor.from_fork_server(executor)"
+            )
+        if executor._used and not _fork_server:
             raise ValueError("this executor has started a sandbox already; make a new one")
         if not policy.namespaces:
             raise PolicyError("disable_namespaces() is not supported yet")
@@ -162,6 +187,9 @@ class Sandbox:
             if target in mapped and getattr(executor, name) is not None:
                 raise ValueError(f"{name} is given and also mapped with ipc.map_fd")
         executor._used = True
+        # The custom fork server of mode (c) runs unfiltered and untraced: its children are
+        # traced, each by its own sandbox.
+        self._is_fork_server = _fork_server
         self._executor = executor
         self._policy = policy
         self._builder = ResultBuilder()
@@ -177,6 +205,9 @@ class Sandbox:
         self._init_pid = 0
         self._init_pidfd: int | None = None
         self._kill_pending = False
+        self._setup_scope: anyio.CancelScope | None = None
+        self._attached = False
+        self._syscall_observer: Callable[[SyscallEvent], None] | None = None
         self.stdin: anyio.abc.SocketStream | None = None
         self.stdout: anyio.abc.SocketStream | None = None
         self.stderr: anyio.abc.SocketStream | None = None
@@ -185,6 +216,11 @@ class Sandbox:
     def pid(self) -> int | None:
         """The sandboxee's pid as the supervisor sees it; None until it runs."""
         return self._pid
+
+    @property
+    def comms(self) -> Comms:
+        """The comms channel to the sandboxee: the same object as ``executor.ipc.comms``."""
+        return self._executor.ipc.comms
 
     @property
     def executor(self) -> Executor:
@@ -236,7 +272,17 @@ class Sandbox:
         self._timer = Timer(self._on_wall_time)
         self._timer.arm(self._executor.limits.wall_time_limit)
         try:
-            await self._spawn()
+            with anyio.CancelScope() as self._setup_scope:
+                if self._executor._forked_from is not None:
+                    await self._spawn_forked()
+                else:
+                    await self._spawn()
+                if not self._executor.sandbox_before_exec and not self._is_fork_server:
+                    await self._serve_sandbox_me_here()
+            self._setup_scope = None
+            if not self._done.is_set() and self._monitor is None and not self._attached:
+                # Killed (or timed out) before the sandboxee was attached.
+                self._abort_setup()
         except BaseException:
             self._abort_setup()
             with anyio.CancelScope(shield=True):
@@ -247,10 +293,11 @@ class Sandbox:
         executor = self._executor
         closing: list[int] = []
         try:
-            fds, targets, streams = self._stdio_fds(closing)
-            for local, target in executor.ipc.mapped_fds:
-                fds.append(local)
-                targets.append(target)
+            fds, targets, streams = self._child_fds(closing)
+            channel_peer = executor.ipc._take_channel_peer()
+            closing.append(channel_peer.detach())
+            fds.append(closing[-1])
+            targets.append(_COMMS_FD)
             exec_fd = os.open(executor.path, os.O_PATH | os.O_CLOEXEC)
             closing.append(exec_fd)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -263,10 +310,17 @@ class Sandbox:
                 targets=targets,
                 cwd=executor.cwd.encode(),
                 argv=executor.args,
-                envp=executor.env,
+                envp=executor.env + _fd_map_env(executor),
                 rlimits=_rlimits(executor.limits),
-                filter=kernel_filter(self._policy, pre_exec=True),
+                # Empty: the sandboxee loads its filter itself, with sandbox_me_here(), or
+                # is a custom fork server (its children do).
+                filter=kernel_filter(self._policy, pre_exec=True)
+                if executor.sandbox_before_exec and not self._is_fork_server
+                else b"",
                 loopback=_needs_loopback(self._policy),
+                root_writable=self._policy.root_writable,
+                write_executable=self._policy.write_executable,
+                allow_speculation=self._policy.allow_speculation,
             )
             try:
                 fork_server.spawn(request, theirs, [exec_fd, *fds])
@@ -276,14 +330,18 @@ class Sandbox:
             for fd in closing:
                 os.close(fd)
             executor.ipc.close()
-        for name, sock in streams.items():
-            setattr(self, name, await anyio.abc.SocketStream.from_socket(sock))
+        await self._adopt_streams(streams)
         await self._await_setup(ours)
 
-    def _stdio_fds(
+    async def _adopt_streams(self, streams: dict[str, socket.socket]) -> None:
+        for name, sock in streams.items():
+            setattr(self, name, await anyio.abc.SocketStream.from_socket(sock))
+
+    def _child_fds(
         self, closing: list[int]
     ) -> tuple[list[int], list[int], dict[str, socket.socket]]:
-        """The fds for the sandboxee's 0, 1 and 2 (unless mapped through IPC)."""
+        """The fds for the sandboxee's 0, 1 and 2 (unless mapped through IPC), then the
+        mapped ones, with their target numbers and our ends of PIPE streams."""
         executor = self._executor
         mapped = {target for _, target in executor.ipc.mapped_fds}
         fds: list[int] = []
@@ -307,6 +365,9 @@ class Sandbox:
             else:
                 fd = spec
             fds.append(fd)
+            targets.append(target)
+        for local, target in executor.ipc.mapped_fds:
+            fds.append(local)
             targets.append(target)
         return fds, targets, streams
 
@@ -349,6 +410,16 @@ class Sandbox:
 
     def _attach(self, main_pid: int, setup: socket.socket) -> None:
         assert self._hub is not None and self._init_pidfd is not None
+        self._attached = True
+        if self._is_fork_server:
+            self._pid = main_pid
+            setup.send(b"G")
+            self._close_setup()
+            if self._kill_pending:
+                _kill_init(self._init_pidfd)
+            # The run ends when the namespace's init exits (killed by aclose()).
+            call_when_readable(self._init_pidfd, self._finish)
+            return
         hub = self._hub
         init_pidfd = self._init_pidfd
         monitor = PtraceMonitor(
@@ -360,6 +431,15 @@ class Sandbox:
             lambda delay: hub.call_later(delay, monitor.process_events),
             lambda: call_when_readable(init_pidfd, lambda: hub.call_soon(monitor.process_events)),
         )
+        self._seize_and_go(monitor, main_pid, lambda: setup.send(b"G"))
+
+    def _seize_and_go(
+        self, monitor: PtraceMonitor, main_pid: int, go: Callable[[], object]
+    ) -> None:
+        """Seizes the sandboxee, then lets it go on (it waits for that before its filter)."""
+        assert self._hub is not None
+        monitor.syscall_observer = self._syscall_observer
+        monitor.expect_sandboxing = not self._executor.sandbox_before_exec
         try:
             monitor.seize()
         except OSError as exc:
@@ -368,7 +448,10 @@ class Sandbox:
                 f"cannot trace the sandboxee ({exc.strerror}); is ptrace allowed here "
                 "(/proc/sys/kernel/yama/ptrace_scope < 3, no seccomp forbidding ptrace)?",
             )
-            _kill_init(self._init_pidfd)
+            if self._init_pidfd is not None:
+                _kill_init(self._init_pidfd)
+            else:
+                _kill_pid(main_pid)
             self._finish()
             return
         self._monitor = monitor
@@ -376,9 +459,105 @@ class Sandbox:
         self._hub.register(monitor.process_events)
         if self._builder.decided or self._kill_pending:
             monitor.kill()
-        setup.send(b"G")
+        go()
         self._close_setup()
         self._hub.call_soon(monitor.process_events)
+
+    async def _spawn_forked(self) -> None:
+        """Mode (c): asks the custom fork server for a child and attaches to it."""
+        executor = self._executor
+        assert executor._forked_from is not None
+        server = executor._forked_from._fork_server
+        assert server is not None
+        closing: list[int] = []
+        channel = executor.ipc._ensure_channel()
+        channel.setblocking(False)
+        # The child's first frame carries its pid, which the kernel translates for us.
+        channel.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        try:
+            fds, targets, streams = self._child_fds(closing)
+            closing.append(executor.ipc._take_channel_peer().detach())
+            await server.fork(
+                self._policy,
+                fds=[closing[-1], *fds],
+                targets=targets,
+                cwd=executor.cwd,
+                rlimits=_rlimits(executor.limits),
+            )
+        finally:
+            for fd in closing:
+                os.close(fd)
+            executor.ipc.close()
+        await self._adopt_streams(streams)
+        try:
+            main_pid = await receive_creds(channel)
+        except CommsError as exc:
+            self._builder.setup_failed(
+                SetupReason.FAILED_SUBPROCESS,
+                f"the custom fork server made no child ({exc}); is it running"
+                " ForkingClient().wait_and_fork()? Its stderr may say why",
+            )
+            self._abort_setup()
+            return
+        channel.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+        assert self._hub is not None
+        hub = self._hub
+        self._attached = True
+        monitor = PtraceMonitor(
+            main_pid,
+            0,
+            None,
+            self._builder,
+            self._finish,
+            lambda delay: hub.call_later(delay, monitor.process_events),
+            lambda: None,
+        )
+        monitor.no_exec_expected()
+        go = _Sender(channel)
+        self._seize_and_go(monitor, main_pid, go.go)
+        await go.flush()
+
+    async def _serve_sandbox_me_here(self) -> None:
+        """Mode (b): answers the sandboxee's sandbox_me_here() with the policy, and returns
+        once the monitor saw the filter in place (or the run ended)."""
+        monitor = self._monitor
+        if monitor is None or self._done.is_set():
+            return
+        sandboxed = anyio.Event()
+        monitor.on_sandboxed = sandboxed.set
+        if monitor.sandboxed:
+            return
+        channel = self._executor.ipc._ensure_channel()
+        channel.setblocking(False)
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(cancel_when, sandboxed)
+            tg.start_soon(cancel_when, self._done)
+            try:
+                await self._send_policy(channel, monitor.main_pid)
+            except CommsError as exc:
+                if not self._builder.ending:
+                    self._builder.setup_failed(
+                        SetupReason.FAILED_WAIT, f"sandbox_me_here() did not complete: {exc}"
+                    )
+                self._kill_now()
+
+    async def _send_policy(self, channel: socket.socket, pid: int) -> None:
+        """Answers one TAG_SANDBOX_ME_HERE with the post-exec filter (docs/protocol.md)."""
+        await receive_control(channel, TAG_SANDBOX_ME_HERE)
+        threads = _thread_count(pid)
+        if threads > 1:
+            reason = (
+                f"sandbox_me_here() was called with {threads} threads running; it must be"
+                " called while the process is single-threaded"
+            )
+            await send_control(channel, TAG_ERROR, reason.encode())
+            raise CommsError(reason)
+        await send_control(channel, TAG_POLICY, kernel_filter(self._policy, pre_exec=False))
 
     def _abort_setup(self) -> None:
         """Ends a set-up in progress: the children see their setup socket close and exit."""
@@ -413,6 +592,19 @@ class Sandbox:
         if self._timer is not None:
             self._timer.cancel()
         self._close_setup()
+        if self._is_fork_server and not self._builder.decided:
+            # Untraced: all we know is that its namespace's init has exited.
+            if self._builder.ending:
+                self._builder.main_exited(None, signal.SIGKILL, None)  # type: ignore[arg-type]
+            else:
+                self._builder.setup_failed(
+                    SetupReason.FAILED_SUBPROCESS,
+                    "the custom fork server exited (its stderr may say why)",
+                )
+        if self._executor.ipc._comms is None and not self._is_fork_server:
+            # Nobody holds the channel: close it now.  A caller's Comms stays readable
+            # (what the sandboxee sent before it ended) until aclose().
+            self._executor.ipc.close_channel()
         self._result = self._builder.build(time.monotonic() - self._start_time)
         logger.debug("sandbox finished: %s", self._result)
         self._done.set()
@@ -424,7 +616,11 @@ class Sandbox:
     def _kill_now(self) -> None:
         if self._monitor is not None:
             self._monitor.kill()
+        elif self._is_fork_server and self._attached and self._init_pidfd is not None:
+            _kill_init(self._init_pidfd)
         else:
+            if self._setup_scope is not None:
+                self._setup_scope.cancel()
             self._kill_pending = True
             if self._setup is not None and not self._done.is_set():
                 # Still setting up: closing the setup socket makes the children exit.
@@ -470,6 +666,8 @@ class Sandbox:
             with anyio.move_on_after(_SHUTDOWN_GRACE, shield=True):
                 await self._done.wait()
         await self._close_streams()
+        if not self._is_fork_server:
+            self._executor.ipc.close_channel()
 
     async def _close_streams(self) -> None:
         for name in ("stdin", "stdout", "stderr"):
@@ -494,6 +692,59 @@ class Sandbox:
     def status(self) -> Status | None:
         """The final status once the run has ended, else None."""
         return self._result.status if self._result is not None else None
+
+
+def _fd_map_env(executor: Executor) -> list[bytes]:
+    """The environment entry naming mapped fds for the client, if any has a name."""
+    names = executor.ipc.fd_names
+    if not names:
+        return []
+    pairs = ",".join(f"{name}={fd}" for name, fd in names.items())
+    return [f"{FD_MAP_ENV}={pairs}".encode()]
+
+
+def _thread_count(pid: int) -> int:
+    """The number of threads of a process (1 if it cannot be read: it is exiting)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
+def _kill_pid(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class _Sender:
+    """Sends TAG_FORK_GO from a synchronous callback: the frame is 12 bytes and the
+    socket is empty, so it goes out at once; :meth:`flush` waits if it could not."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        self._channel = channel
+        self._pending = False
+
+    def go(self) -> None:
+        try:
+            self._channel.send(_HEADER.pack(TAG_FORK_GO, 0))
+        except BlockingIOError:
+            self._pending = True
+        except OSError:
+            pass  # the child is gone; the monitor reports how
+
+    async def flush(self) -> None:
+        if self._pending:
+            self._pending = False
+            try:
+                await send_control(self._channel, TAG_FORK_GO)
+            except CommsError:
+                pass
 
 
 def _kill_init(pidfd: int) -> None:

@@ -35,6 +35,7 @@ import select
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ptrace.binding.func import PtraceError
 from ptrace.binding.func import ptrace as _ptrace
@@ -43,7 +44,7 @@ from .._policy import Arch, TraceCode, syscall_name
 from .._result import ResultBuilder, SetupReason, Violation
 from ._describe import describe_syscall
 
-__all__ = ["PtraceMonitor"]
+__all__ = ["PtraceMonitor", "SyscallEvent"]
 
 logger = logging.getLogger("aiosandbox.monitor")
 
@@ -106,6 +107,33 @@ class _SeccompInfo(ctypes.Structure):
     )
 
 
+@dataclass(frozen=True)
+class SyscallEvent:
+    """A syscall stopped by ``TRACE(TraceCode.LEARN)``, about to run (learning mode).
+
+    Attributes:
+        pid: the calling thread, as the supervisor sees it.
+        nr: the syscall number in ``arch``'s table.
+        arch: the architecture the call was made in.
+        args: the six raw arguments.
+        name: the syscall's name, or None for a number the table does not know.
+    """
+
+    pid: int
+    nr: int
+    arch: Arch
+    args: tuple[int, int, int, int, int, int]
+    name: str | None
+
+    def read_string(self, address: int, limit: int = 4096) -> bytes | None:
+        """Reads a NUL-terminated string (at most ``limit`` bytes) from the tracee.
+
+        Only valid while the observer runs: the tracee is stopped then.  None if the
+        address cannot be read.
+        """
+        return _read_string(self.pid, limit)(address)
+
+
 def _event_message(pid: int) -> int:
     message = ctypes.c_ulong(0)
     _ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(message))
@@ -118,7 +146,7 @@ def _seccomp_info(pid: int) -> _SeccompInfo:
     return info
 
 
-def _read_string(pid: int) -> Callable[[int], bytes | None]:
+def _read_string(pid: int, limit: int = 256) -> Callable[[int], bytes | None]:
     """Returns a reader of NUL-terminated strings from a stopped tracee's memory."""
 
     def read(address: int) -> bytes | None:
@@ -129,7 +157,7 @@ def _read_string(pid: int) -> Callable[[int], bytes | None]:
         except OSError:
             return None
         try:
-            data = os.pread(fd, 256, address)
+            data = os.pread(fd, limit, address)
         except OSError:
             return None
         finally:
@@ -144,9 +172,11 @@ class PtraceMonitor:
 
     Args:
         main_pid: The sandboxee's pid, as the supervisor sees it.
-        init_pid: The pid of the namespace's init, as the supervisor sees it.
+        init_pid: The pid of the namespace's init, as the supervisor sees it; 0 when the
+            sandboxee shares a namespace with others (a child of a custom fork server):
+            then the run ends when every tracee is reaped, and a kill signals each.
         init_pidfd: A pidfd of the namespace's init (the caller keeps and closes it);
-            killing init kills the namespace.
+            killing init kills the namespace.  None with ``init_pid`` 0.
         builder: Receives the events that decide the result.
         on_done: Called once, when the main process and every other tracee are reaped.
         call_later: Asks for :meth:`process_events` to be called after some seconds.
@@ -157,7 +187,7 @@ class PtraceMonitor:
         self,
         main_pid: int,
         init_pid: int,
-        init_pidfd: int,
+        init_pidfd: int | None,
         builder: ResultBuilder,
         on_done: Callable[[], None],
         call_later: Callable[[float], None],
@@ -179,6 +209,17 @@ class PtraceMonitor:
         self._main_reaped = False
         self._killed = False
         self.done = False
+        self.syscall_observer: Callable[[SyscallEvent], None] | None = None
+        """Called at each ``TRACE(LEARN)`` stop, before the syscall runs."""
+        self.on_sandboxed: Callable[[], None] | None = None
+        """Called once, when a client reports that its post-exec filter is loaded."""
+        self.sandboxed = False
+        self.expect_sandboxing = False
+        """Mode (b)/(c): ending before the client's "sandboxed" notice is a set-up error."""
+
+    def no_exec_expected(self) -> None:
+        """The sandboxee runs already (a custom fork server's child): it makes no exec."""
+        self._waiting_for_exec = False
 
     def seize(self) -> None:
         """Attaches to the sandboxee; raises OSError if the kernel refuses."""
@@ -191,10 +232,19 @@ class PtraceMonitor:
     def kill(self) -> None:
         """Kills every process of the sandbox (idempotent, from any task of the loop)."""
         self._killed = True
-        try:
-            signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self._init_pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            # No init of our own: every tracee is killed by name.  They cannot be reaped
+            # (so their pids cannot be reused) before this monitor has waited for them.
+            for pid in self._tracees:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if not self._main_reaped:
             try:
                 os.kill(self.main_pid, signal.SIGKILL)
@@ -219,6 +269,10 @@ class PtraceMonitor:
             self._builder.internal_error(SetupReason.FAILED_MONITOR, f"monitor failed: {exc!r}")
             self.kill()
         if self._main_reaped and not self._tracees and not more:
+            if self._init_pidfd is None:
+                self.done = True
+                self._on_done()
+                return False
             more = self._finish_if_init_exited()
         return more and not self.done
 
@@ -227,6 +281,7 @@ class PtraceMonitor:
         lets happen only when every process of the namespace is reaped.  Tracees whose
         fork event never reached us are reaped too: killed, they all end up as children
         of init, where /proc lists them.  Returns whether there is work left now."""
+        assert self._init_pidfd is not None
         if select.select([self._init_pidfd], [], [], 0)[0]:
             self.done = True
             self._on_done()
@@ -373,6 +428,31 @@ class PtraceMonitor:
         if info.ret_data == TraceCode.EXEC_GATE and self._waiting_for_exec and pid == self.main_pid:
             _ptrace(PTRACE_CONT, pid, 0, 0)
             return
+        if info.ret_data == TraceCode.SANDBOXED:
+            # Only the post-exec filter traces this; it then fails with ENOSYS.
+            _ptrace(PTRACE_CONT, pid, 0, 0)
+            if not self.sandboxed:
+                self.sandboxed = True
+                if self.on_sandboxed is not None:
+                    self.on_sandboxed()
+            return
+        if info.ret_data == TraceCode.LEARN and self.syscall_observer is not None:
+            try:
+                arch_value = Arch(info.arch)
+            except ValueError:
+                pass  # a foreign architecture is a violation even while learning
+            else:
+                self.syscall_observer(
+                    SyscallEvent(
+                        pid,
+                        nr,
+                        arch_value,
+                        (args[0], args[1], args[2], args[3], args[4], args[5]),
+                        name or None,
+                    )
+                )
+                _ptrace(PTRACE_CONT, pid, 0, 0)
+                return
         if self._waiting_for_exec and pid == self.main_pid and name == "exit_group":
             # The exec failed and the set-up code reports its errno as the exit status.
             self._builder.setup_failed(
@@ -411,6 +491,10 @@ class PtraceMonitor:
                 else f"the sandboxee died of signal {signal_number} before exec"
             )
             self._builder.setup_failed(SetupReason.FAILED_MONITOR, detail)
+        elif self.expect_sandboxing and not self.sandboxed and not self._killed:
+            self._builder.setup_failed(
+                SetupReason.FAILED_WAIT, "the sandboxee ended before calling sandbox_me_here()"
+            )
         self._builder.main_exited(exit_code, signal_number, rusage)  # type: ignore[arg-type]
         # Whatever the main process left behind dies with the namespace.
         self.kill()

@@ -1,0 +1,110 @@
+"""Mode (c) of the guide: a user's binary that initialises once and forks each sandboxee.
+
+The binary runs as an ordinary sandboxee made by our fork server -- its own namespaces and
+mount tree, from the policy of the first child's sandbox -- but with no filter and no
+tracer: its children are traced, each by the monitor of its own sandbox.  Requests travel on
+the binary's comms channel as docs/protocol.md describes; this module sends them.  Every
+child shares the server's namespaces and file system, which is why later children's
+policies must ask for the same ones (the guide: mode (c) "does not play well with
+namespaces").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import msgpack
+
+from ._exceptions import CommsError, PolicyError, SetupError
+from ._handshake import TAG_FORK_REQUEST, send_control, send_fd
+from ._policy import Policy
+
+if TYPE_CHECKING:
+    from ._executor import Executor
+    from ._sandbox import Sandbox
+
+__all__ = ["CustomForkServer"]
+
+
+def _namespace_shape(policy: Policy) -> tuple[object, ...]:
+    """What a child inherits from the fork server rather than from its own policy."""
+    return (policy.mounts, policy.hostname, policy.namespaces, policy.unrestricted_networking)
+
+
+class CustomForkServer:
+    """The running fork-server binary of one executor; started by its first child."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._sandbox: Sandbox | None = None
+        self._shape: tuple[object, ...] | None = None
+        self._lock = anyio.Lock()  # one request's frames at a time; one start
+
+    @property
+    def pid(self) -> int | None:
+        """The fork server's pid as the supervisor sees it, once started."""
+        return self._sandbox.pid if self._sandbox is not None else None
+
+    async def fork(
+        self,
+        policy: Policy,
+        *,
+        fds: list[int],
+        targets: list[int],
+        cwd: str,
+        rlimits: list[tuple[int, int, int]],
+    ) -> None:
+        """Asks for one child.  ``fds[0]`` is the child's comms end; the other fds go to
+        ``targets``.  The caller keeps its fds; the child's pid arrives on its channel.
+
+        Raises:
+            PolicyError: ``policy`` asks for other namespaces than the server's.
+            SetupError: the fork server cannot be started or does not take requests.
+        """
+        async with self._lock:
+            await self._ensure_started(policy)
+            request = msgpack.packb({"fds": targets, "cwd": cwd, "rlimits": rlimits})
+            channel = self._executor.ipc._ensure_channel()
+            try:
+                await send_control(channel, TAG_FORK_REQUEST, request)
+                for fd in fds:
+                    await send_fd(channel, fd)
+            except CommsError as exc:
+                raise SetupError(f"the custom fork server does not take requests: {exc}") from exc
+
+    async def _ensure_started(self, policy: Policy) -> None:
+        shape = _namespace_shape(policy)
+        if self._sandbox is not None and self._sandbox.status is None:
+            if shape != self._shape:
+                raise PolicyError(
+                    "a custom fork server's children share its namespaces and mounts: this"
+                    " policy asks for other ones than the first child's"
+                )
+            return
+        if self._sandbox is not None:
+            raise SetupError(f"the custom fork server has ended: {self._sandbox.status}")
+        from ._sandbox import Sandbox
+
+        sandbox = Sandbox(self._executor, policy, _fork_server=True)
+        self._sandbox = sandbox
+        self._shape = shape
+        self._executor.ipc._ensure_channel().setblocking(False)
+        await sandbox.start()
+        if sandbox.status is not None:
+            result = await sandbox.await_result()
+            raise SetupError(f"the custom fork server did not start: {result}")
+
+    async def aclose(self) -> None:
+        """Stops the fork server (which kills every child still running) and waits."""
+        sandbox, self._sandbox = self._sandbox, None
+        self._executor.ipc.close_channel()
+        if sandbox is not None:
+            await sandbox.aclose()
+
+    def __del__(self) -> None:
+        sandbox = getattr(self, "_sandbox", None)
+        if sandbox is not None and sandbox.status is None:
+            # Not closed: the server must not outlive its executor (kill() is synchronous:
+            # one signal through init's pidfd).
+            sandbox.kill()

@@ -1,0 +1,179 @@
+"""Python sandboxees of modes (b) and (c): Client.sandbox_me_here() and a custom fork server.
+
+The sandboxee is tests/sandboxees/py_client.py run by this interpreter; its policy is the
+Python preset plus the comms channel.  These are the guide's sections 1b and 1c in Python.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+import aiosandbox
+from aiosandbox import Executor, Policy, PolicyBuilder, PolicyError, Sandbox, Status
+
+pytestmark = pytest.mark.nonroot
+
+SCRIPT = str(Path(__file__).parent / "sandboxees" / "py_client.py")
+PACKAGE = str(Path(aiosandbox.__file__).parent)
+
+
+def python_executor(mode: str, **kwargs) -> Executor:
+    # PYTHONPATH, not an installed package: the same test runs from a copy as nobody.
+    env = {"PYTHONPATH": str(Path(PACKAGE).parent)}
+    return Executor(sys.executable, [sys.executable, SCRIPT, mode], env=env, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return (
+        PolicyBuilder()
+        .allow_python(sys.executable)
+        .allow_comms()
+        .add_file(SCRIPT)
+        .add_directory(PACKAGE)
+        .build()
+    )
+
+
+@pytest.fixture
+async def fork_executor() -> AsyncIterator[Executor]:
+    executor = python_executor("fork-server")
+    try:
+        yield executor
+    finally:
+        await executor.aclose()
+
+
+async def test_python_client_sandboxes_itself(policy: Policy) -> None:
+    executor = python_executor("me-here", sandbox_before_exec=False)
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"found by name")
+    os.close(write_end)
+    executor.ipc.map_fd(read_end, 5, name="greeting")
+    os.close(read_end)
+    async with Sandbox(executor, policy) as sandbox:
+        await sandbox.comms.send_string("named:greeting")
+        assert await sandbox.comms.recv_bytes() == b"found by name"
+        await sandbox.comms.send_string("hello")
+        assert await sandbox.comms.recv_string() == "HELLO"
+        await sandbox.comms.send_string("msg")
+        await sandbox.comms.send_msg({"list": [1, 2, 3], "nested": {"x": None}})
+        assert await sandbox.comms.recv_msg() == {"list": [1, 2, 3], "nested": {"x": None}}
+        await sandbox.comms.send_string("socket")
+        result = await sandbox.await_result()
+    assert result.status is Status.VIOLATION, str(result)
+
+
+async def test_fork_server_children_run_one_after_another(
+    fork_executor: Executor, policy: Policy
+) -> None:
+    pids = set()
+    for text in ("one", "two", "three"):
+        executor = Executor.from_fork_server(fork_executor)
+        async with Sandbox(executor, policy) as sandbox:
+            await sandbox.comms.send_string(text)
+            assert await sandbox.comms.recv_string() == text.upper()
+            await sandbox.comms.send_string("pid")
+            pids.add(await sandbox.comms.recv_int64())
+            await sandbox.comms.send_string("")
+            result = await sandbox.await_result()
+        assert result.status is Status.OK, str(result)
+        assert result.exit_code == 0
+    assert len(pids) == 3  # a fresh child each time
+
+
+async def test_fork_server_children_run_concurrently(
+    fork_executor: Executor, policy: Policy
+) -> None:
+    statuses: list[Status] = []
+
+    async def one(number: int) -> None:
+        executor = Executor.from_fork_server(fork_executor)
+        executor.limits.wall_time_limit = 20
+        async with Sandbox(executor, policy) as sandbox:
+            await sandbox.comms.send_string(f"child {number}")
+            assert await sandbox.comms.recv_string() == f"CHILD {number}"
+            await sandbox.comms.send_string(f"exit:{number}")
+            result = await sandbox.await_result()
+        assert result.exit_code == number, str(result)
+        statuses.append(result.status)
+
+    async with anyio.create_task_group() as tg:
+        for number in range(8):
+            tg.start_soon(one, number)
+    assert statuses == [Status.OK] * 8
+
+
+async def test_a_violating_child_does_not_harm_the_next(
+    fork_executor: Executor, policy: Policy
+) -> None:
+    executor = Executor.from_fork_server(fork_executor)
+    async with Sandbox(executor, policy) as sandbox:
+        await sandbox.comms.send_string("socket")
+        result = await sandbox.await_result()
+    assert result.status is Status.VIOLATION, str(result)
+    assert result.violation is not None
+    assert result.violation.syscall_name == "socket"
+
+    executor = Executor.from_fork_server(fork_executor)
+    async with Sandbox(executor, policy) as sandbox:
+        await sandbox.comms.send_string("still there")
+        assert await sandbox.comms.recv_string() == "STILL THERE"
+        sandbox.kill()
+        result = await sandbox.await_result()
+    assert result.status is Status.EXTERNAL_KILL, str(result)
+
+
+async def test_child_gets_mapped_fds_and_limits(fork_executor: Executor, policy: Policy) -> None:
+    executor = Executor.from_fork_server(fork_executor)
+    executor.limits.wall_time_limit = 0.5
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"through a mapped fd")
+    os.close(write_end)
+    executor.ipc.map_fd(read_end, 7)
+    os.close(read_end)
+    async with Sandbox(executor, policy) as sandbox:
+        await sandbox.comms.send_string("read:7")
+        assert await sandbox.comms.recv_bytes() == b"through a mapped fd"
+        await sandbox.comms.send_string("fd")
+        with open(SCRIPT, "rb") as script:
+            await sandbox.comms.send_fd(script.fileno())
+        assert await sandbox.comms.recv_bytes() == Path(SCRIPT).read_bytes()[: 1 << 16]
+        # The child idles in recv: the wall time ends it.
+        result = await sandbox.await_result()
+    assert result.status is Status.TIMEOUT, str(result)
+
+
+async def test_children_must_share_the_servers_namespaces(
+    fork_executor: Executor, policy: Policy
+) -> None:
+    async with Sandbox(Executor.from_fork_server(fork_executor), policy) as sandbox:
+        await sandbox.comms.send_string("")
+        await sandbox.await_result()
+    other = PolicyBuilder().allow_python(sys.executable).allow_comms().set_hostname("x").build()
+    with pytest.raises(PolicyError, match="namespaces"):
+        await Sandbox(Executor.from_fork_server(fork_executor), other).start()
+
+
+async def test_fork_server_executor_cannot_run_directly(fork_executor: Executor) -> None:
+    Executor.from_fork_server(fork_executor)
+    with pytest.raises(ValueError, match="fork server"):
+        Sandbox(fork_executor, PolicyBuilder().build())
+
+
+async def test_closing_the_fork_server_ends_its_running_children(
+    fork_executor: Executor, policy: Policy
+) -> None:
+    sandbox = Sandbox(Executor.from_fork_server(fork_executor), policy)
+    await sandbox.start()
+    await fork_executor.aclose()
+    with anyio.fail_after(10):
+        result = await sandbox.await_result()
+    assert result.status is not Status.OK
+    await sandbox.aclose()
