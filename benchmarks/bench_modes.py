@@ -18,25 +18,23 @@ import sys
 import time
 from pathlib import Path
 
+import msgpack
 from _table import header, row
 
 import aiosandbox
 from aiosandbox import Executor, Policy, PolicyBuilder, Sandbox, Status
 
 SCRIPT = str(Path(__file__).with_name("modes_sandboxee.py"))
-PACKAGE = str(Path(aiosandbox.__file__).parent)
-ENV = {"PYTHONPATH": str(Path(PACKAGE).parent)}
+# aiosandbox.client and msgpack, mounted where they are and found through PYTHONPATH.
+PACKAGES = [str(Path(module.__file__).parent) for module in (aiosandbox, msgpack)]
+ENV = {"PYTHONPATH": ":".join(str(Path(package).parent) for package in PACKAGES)}
 
 
 def make_policy() -> Policy:
-    return (
-        PolicyBuilder()
-        .allow_python(sys.executable)
-        .allow_comms()
-        .add_file(SCRIPT)
-        .add_directory(PACKAGE)
-        .build()
-    )
+    builder = PolicyBuilder().allow_python(sys.executable).allow_comms().add_file(SCRIPT)
+    for package in PACKAGES:
+        builder.add_directory(package)
+    return builder.build()
 
 
 async def one_run(executor: Executor, policy: Policy) -> float:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import msgpack
 import pytest
 
 import aiosandbox
@@ -20,12 +21,14 @@ from aiosandbox import Executor, Policy, PolicyBuilder, PolicyError, Sandbox, St
 pytestmark = pytest.mark.nonroot
 
 SCRIPT = str(Path(__file__).parent / "sandboxees" / "py_client.py")
-PACKAGE = str(Path(aiosandbox.__file__).parent)
+# What the sandboxee imports besides the standard library: aiosandbox.client, and msgpack
+# for send_msg and the fork requests. Mounted where they are, found through PYTHONPATH: the
+# same test runs from a copy, as nobody, with its dependencies outside site-packages.
+PACKAGES = [str(Path(module.__file__).parent) for module in (aiosandbox, msgpack)]
 
 
 def python_executor(mode: str, **kwargs) -> Executor:
-    # PYTHONPATH, not an installed package: the same test runs from a copy as nobody.
-    env = {"PYTHONPATH": str(Path(PACKAGE).parent)}
+    env = {"PYTHONPATH": ":".join(str(Path(p).parent) for p in PACKAGES)}
     return Executor(sys.executable, [sys.executable, SCRIPT, mode], env=env, **kwargs)
 
 
@@ -36,7 +39,8 @@ def policy() -> Policy:
         .allow_python(sys.executable)
         .allow_comms()
         .add_file(SCRIPT)
-        .add_directory(PACKAGE)
+        .add_directory(PACKAGES[0])
+        .add_directory(PACKAGES[1])
         .build()
     )
 
@@ -177,3 +181,31 @@ async def test_closing_the_fork_server_ends_its_running_children(
         result = await sandbox.await_result()
     assert result.status is not Status.OK
     await sandbox.aclose()
+
+
+async def test_a_fork_server_that_exits_is_a_clean_setup_error() -> None:
+    # /bin/true is no fork server: it exits at once. Each child's run fails cleanly, and
+    # nothing is left behind (the autouse fixture checks fds and processes).
+    fork_executor = Executor("/bin/true", ["true"])
+    policy = (
+        PolicyBuilder()
+        .add_directory("/usr")
+        .add_directory("/lib")
+        .add_directory_if_exists("/lib64")
+        .add_directory_if_exists("/bin")
+        .build()
+    )
+    try:
+        for _ in range(3):
+            sandbox = Sandbox(Executor.from_fork_server(fork_executor), policy)
+            try:
+                await sandbox.start()
+            except aiosandbox.SetupError as exc:
+                assert "fork server" in str(exc)
+                continue
+            result = await sandbox.await_result()
+            assert result.status is Status.SETUP_ERROR, str(result)
+            assert "fork server" in result.detail
+            await sandbox.aclose()
+    finally:
+        await fork_executor.aclose()

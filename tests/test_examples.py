@@ -16,7 +16,8 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 
 def run_example(*args: str) -> subprocess.CompletedProcess[str]:
     # The checkout's package first: a copy of the suite (run as nobody) has no install.
-    env = {**os.environ, "PYTHONPATH": str(EXAMPLES.parent)}
+    path = [str(EXAMPLES.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": ":".join(path)}
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=120, env=env
     )

@@ -13,22 +13,30 @@ import asyncio
 import sys
 from pathlib import Path
 
+import msgpack
+
 import aiosandbox
 from aiosandbox import Executor, PolicyBuilder, Sandbox, Status
 
 HERE = Path(__file__).parent
 
 
+# The sandboxee imports aiosandbox.client and msgpack (pure Python, standard library
+# otherwise): they are mounted read-only where they are and found through PYTHONPATH.
+PACKAGES = [str(Path(module.__file__).parent) for module in (aiosandbox, msgpack)]
+ENV = {"PYTHONPATH": ":".join(str(Path(package).parent) for package in PACKAGES)}
+
+
 def make_policy():
-    return (
+    builder = (
         PolicyBuilder()
         .allow_python(sys.executable)  # the interpreter, its standard library, its syscalls
         .allow_comms()  # the child talks to us over its channel, fd 1023
         .add_file(str(HERE / "custom_fork_bin.py"))
-        # The sandboxee imports aiosandbox.client (pure Python: stdlib and msgpack).
-        .add_directory(str(Path(aiosandbox.__file__).parent))
-        .build()
     )
+    for package in PACKAGES:
+        builder.add_directory(package)
+    return builder.build()
 
 
 async def summarise(fork_executor: Executor, policy, text: str) -> str:
@@ -45,7 +53,7 @@ async def summarise(fork_executor: Executor, policy, text: str) -> str:
 
 async def main(texts: list[str]) -> int:
     script = str(HERE / "custom_fork_bin.py")
-    fork_executor = Executor(sys.executable, [sys.executable, "-I", script])
+    fork_executor = Executor(sys.executable, [sys.executable, script], env=ENV)
     policy = make_policy()
     try:
         summaries = await asyncio.gather(*(summarise(fork_executor, policy, t) for t in texts))
