@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import anyio
 import msgpack
 
+from ._comms._wire import TAG_FORK_REQUEST
 from ._exceptions import CommsError, PolicyError, SetupError
-from ._handshake import TAG_FORK_REQUEST, send_control, send_fd
 from ._policy import Policy
 
 if TYPE_CHECKING:
@@ -65,11 +65,11 @@ class CustomForkServer:
         async with self._lock:
             await self._ensure_started(policy)
             request = msgpack.packb({"fds": targets, "cwd": cwd, "rlimits": rlimits})
-            channel = self._executor.ipc._ensure_channel()
+            comms = self._executor.ipc._internal_comms()
             try:
-                await send_control(channel, TAG_FORK_REQUEST, request)
+                await comms.send_frame(TAG_FORK_REQUEST, request)
                 for fd in fds:
-                    await send_fd(channel, fd)
+                    await comms.send_fd(fd)
             except CommsError as exc:
                 raise SetupError(f"the custom fork server does not take requests: {exc}") from exc
 
@@ -89,7 +89,6 @@ class CustomForkServer:
         sandbox = Sandbox(self._executor, policy, _fork_server=True)
         self._sandbox = sandbox
         self._shape = shape
-        self._executor.ipc._ensure_channel().setblocking(False)
         await sandbox.start()
         if sandbox.status is not None:
             result = await sandbox.await_result()

@@ -88,11 +88,18 @@ class IPC:
     _channel: socket.socket | None = field(default=None, repr=False)
     _channel_peer: socket.socket | None = field(default=None, repr=False)
     _comms: Comms | None = field(default=None, repr=False)
+    _comms_taken: bool = field(default=False, repr=False)  # the caller asked for .comms
 
     @property
     def comms(self) -> Comms:
         """The :class:`Comms` to the sandboxee (its fd 1023), usable once the sandbox
         started; what is sent earlier waits in the socket."""
+        self._comms_taken = True
+        return self._internal_comms()
+
+    def _internal_comms(self) -> Comms:
+        """The same Comms, for the set-up of modes (b) and (c): it does not count as the
+        caller's, whose unread data would keep the channel open after the run."""
         if self._comms is None:
             from ._comms import Comms
 

@@ -39,7 +39,7 @@ from ._asyncio import (
     hub_for_running_loop,
 )
 from ._comms._wire import COMMS_FD as _COMMS_FD
-from ._comms._wire import HEADER as _HEADER
+from ._comms._wire import TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
 from ._exceptions import CommsError, PolicyError
 from ._executor import DEVNULL, FD_MAP_ENV, PIPE, Executor, Limits
 from ._forkserver._client import SpawnRequest, fork_server
@@ -50,15 +50,6 @@ from ._forkserver._server import (
     CLONE_NEWPID,
     CLONE_NEWUSER,
     CLONE_NEWUTS,
-)
-from ._handshake import (
-    TAG_ERROR,
-    TAG_FORK_GO,
-    TAG_POLICY,
-    TAG_SANDBOX_ME_HERE,
-    receive_control,
-    receive_creds,
-    send_control,
 )
 from ._monitor._ptrace import PtraceMonitor, SyscallEvent
 from ._policy import MountKind, Policy, kernel_filter, syscall_number
@@ -470,10 +461,9 @@ class Sandbox:
         server = executor._forked_from._fork_server
         assert server is not None
         closing: list[int] = []
-        channel = executor.ipc._ensure_channel()
-        channel.setblocking(False)
-        # The child's first frame carries its pid, which the kernel translates for us.
-        channel.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        # The child's first frame carries its pid, which the kernel translates for us: the
+        # option is on before the child exists, so the frame cannot arrive without it.
+        executor.ipc._ensure_channel().setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         try:
             fds, targets, streams = self._child_fds(closing)
             closing.append(executor.ipc._take_channel_peer().detach())
@@ -489,8 +479,9 @@ class Sandbox:
                 os.close(fd)
             executor.ipc.close()
         await self._adopt_streams(streams)
+        comms = executor.ipc._internal_comms()
         try:
-            main_pid = await receive_creds(channel)
+            main_pid, _uid, _gid = await comms.recv_creds()
         except CommsError as exc:
             self._builder.setup_failed(
                 SetupReason.FAILED_SUBPROCESS,
@@ -499,7 +490,6 @@ class Sandbox:
             )
             self._abort_setup()
             return
-        channel.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
         assert self._hub is not None
         hub = self._hub
         self._attached = True
@@ -513,9 +503,12 @@ class Sandbox:
             lambda: None,
         )
         monitor.no_exec_expected()
-        go = _Sender(channel)
-        self._seize_and_go(monitor, main_pid, go.go)
-        await go.flush()
+        self._seize_and_go(monitor, main_pid, lambda: None)
+        if self._monitor is not None:
+            try:
+                await comms.send_frame(TAG_FORK_GO)
+            except CommsError:
+                pass  # the child is gone; the monitor reports how
 
     async def _serve_sandbox_me_here(self) -> None:
         """Mode (b): answers the sandboxee's sandbox_me_here() with the policy, and returns
@@ -527,8 +520,7 @@ class Sandbox:
         monitor.on_sandboxed = sandboxed.set
         if monitor.sandboxed:
             return
-        channel = self._executor.ipc._ensure_channel()
-        channel.setblocking(False)
+        comms = self._executor.ipc._internal_comms()
         async with anyio.create_task_group() as tg:
 
             async def cancel_when(event: anyio.Event) -> None:
@@ -538,7 +530,7 @@ class Sandbox:
             tg.start_soon(cancel_when, sandboxed)
             tg.start_soon(cancel_when, self._done)
             try:
-                await self._send_policy(channel, monitor.main_pid)
+                await self._send_policy(comms, monitor.main_pid)
             except CommsError as exc:
                 if not self._builder.ending:
                     self._builder.setup_failed(
@@ -546,18 +538,20 @@ class Sandbox:
                     )
                 self._kill_now()
 
-    async def _send_policy(self, channel: socket.socket, pid: int) -> None:
+    async def _send_policy(self, comms: Comms, pid: int) -> None:
         """Answers one TAG_SANDBOX_ME_HERE with the post-exec filter (docs/protocol.md)."""
-        await receive_control(channel, TAG_SANDBOX_ME_HERE)
+        request = await comms.recv_frame((TAG_SANDBOX_ME_HERE,))
+        if request.value:
+            raise CommsError("TAG_SANDBOX_ME_HERE carries no value")
         threads = _thread_count(pid)
         if threads > 1:
             reason = (
                 f"sandbox_me_here() was called with {threads} threads running; it must be"
                 " called while the process is single-threaded"
             )
-            await send_control(channel, TAG_ERROR, reason.encode())
+            await comms.send_frame(TAG_ERROR, reason.encode())
             raise CommsError(reason)
-        await send_control(channel, TAG_POLICY, kernel_filter(self._policy, pre_exec=False))
+        await comms.send_frame(TAG_POLICY, kernel_filter(self._policy, pre_exec=False))
 
     def _abort_setup(self) -> None:
         """Ends a set-up in progress: the children see their setup socket close and exit."""
@@ -601,7 +595,7 @@ class Sandbox:
                     SetupReason.FAILED_SUBPROCESS,
                     "the custom fork server exited (its stderr may say why)",
                 )
-        if self._executor.ipc._comms is None and not self._is_fork_server:
+        if not self._executor.ipc._comms_taken and not self._is_fork_server:
             # Nobody holds the channel: close it now.  A caller's Comms stays readable
             # (what the sandboxee sent before it ended) until aclose().
             self._executor.ipc.close_channel()
@@ -720,31 +714,6 @@ def _kill_pid(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-class _Sender:
-    """Sends TAG_FORK_GO from a synchronous callback: the frame is 12 bytes and the
-    socket is empty, so it goes out at once; :meth:`flush` waits if it could not."""
-
-    def __init__(self, channel: socket.socket) -> None:
-        self._channel = channel
-        self._pending = False
-
-    def go(self) -> None:
-        try:
-            self._channel.send(_HEADER.pack(TAG_FORK_GO, 0))
-        except BlockingIOError:
-            self._pending = True
-        except OSError:
-            pass  # the child is gone; the monitor reports how
-
-    async def flush(self) -> None:
-        if self._pending:
-            self._pending = False
-            try:
-                await send_control(self._channel, TAG_FORK_GO)
-            except CommsError:
-                pass
 
 
 def _kill_init(pidfd: int) -> None:
