@@ -18,83 +18,18 @@ for the ``*32`` forms. Each comparison takes a value and one action -- ``ALLOW``
 of instructions and macro results; it must end every path in an action.
 """
 
-from aiosandbox._policy._bpf import (
-    ALLOW,
-    ARG,
-    ARG_32,
-    ERRNO,
-    JA,
-    JA32,
-    JEQ,
-    JEQ32,
-    JGE,
-    JGE32,
-    JGT,
-    JGT32,
-    JLE,
-    JLE32,
-    JLT,
-    JLT32,
-    JNE,
-    JNE32,
-    JUMP,
-    KILL,
-    KILL_PROCESS,
-    KILL_THREAD,
-    LABEL,
-    LOAD_ARCH,
-    LOAD_SYSCALL_NR,
-    LOG,
-    TRACE,
-    TRAP,
-    USER_NOTIF,
-    Instruction,
-    Jump,
-    Label,
-)
+import types as _types
+
+from aiosandbox._policy import _bpf
+from aiosandbox._policy._bpf import *  # noqa: F403  (the macros: the names in _bpf.__all__)
 from aiosandbox._policy._evaluator import disassemble, evaluate
 
-__all__ = [
-    "ALLOW",
-    "ARG",
-    "ARG_32",
-    "ERRNO",
-    "JA",
-    "JA32",
-    "JEQ",
-    "JEQ32",
-    "JGE",
-    "JGE32",
-    "JGT",
-    "JGT32",
-    "JLE",
-    "JLE32",
-    "JLT",
-    "JLT32",
-    "JNE",
-    "JNE32",
-    "JUMP",
-    "KILL",
-    "KILL_PROCESS",
-    "KILL_THREAD",
-    "LABEL",
-    "LOAD_ARCH",
-    "LOAD_SYSCALL_NR",
-    "LOG",
-    "TRACE",
-    "TRAP",
-    "USER_NOTIF",
-    "Instruction",
-    "Jump",
-    "Label",
-    "disassemble",
-    "evaluate",
-]
+__all__ = [*_bpf.__all__, "disassemble", "evaluate"]
 
-# Users see these under the public name (trio's convention).
-for _obj in (
-    ARG, ARG_32, ERRNO, TRACE, LABEL, JUMP, Instruction, Jump, Label, disassemble, evaluate,
-    JA, JA32, JEQ, JEQ32, JGE, JGE32, JGT, JGT32, JLE, JLE32, JLT, JLT32, JNE, JNE32,
-):  # fmt: skip
-    _obj.__module__ = __name__
-del _obj
+# Users see the macros and classes under the public name (trio's convention); the constants
+# (ALLOW, KILL, ...) are Instructions, whose module is their class's.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type | _types.FunctionType):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -108,10 +108,13 @@ def serve_sandbox_me_here(comms: BlockingComms, pid: int, program: bytes) -> Non
 def wait_gone(pid: int) -> None:
     """Waits for a process that someone else reaps (a fork server's child)."""
     deadline = time.monotonic() + TIMEOUT
-    while os.path.exists(f"/proc/{pid}"):
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except (FileNotFoundError, ProcessLookupError):
+            return  # reaped between two looks
         assert time.monotonic() < deadline, f"process {pid} did not end"
         time.sleep(0.005)
 

@@ -374,3 +374,15 @@ async def test_fifty_attacked_channels_and_the_healthy_one_lives_on() -> None:
             theirs.close()
     assert len(errors) == 50
     assert all(channel.closed for channel in channels)
+
+
+async def test_a_creds_frame_without_credentials_is_refused() -> None:
+    # A bare TAG_CREDS header: with SO_PASSCRED the kernel reports pid 0 for it, which
+    # must never pass for a pid (kill(0, ...) would signal our own process group).
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    comms = Comms(ours)
+    theirs.sendall(struct.pack("<IQ", 0x80000202, 0))
+    with anyio.fail_after(5), pytest.raises(CommsError, match="without credentials"):
+        await comms.recv_creds()
+    assert comms.closed
+    theirs.close()

@@ -1,7 +1,7 @@
 """Comms: one framing (tag, length, value; fds as SCM_RIGHTS) for both ends of a channel.
 
 * ``_wire``: the pure core (tags, frames, value codecs, limits), no I/O.
-* ``_transport``: one ``recvmsg``/``sendmsg`` step, shared by both ends.
+* ``_transport``: one ``recvmsg``/``sendmsg`` step and ``CommsBase``, shared by both ends.
 * ``_async``: :class:`~aiosandbox.Comms`, the supervisor's end (anyio).
 * ``_blocking``: ``BlockingComms``, the sandboxee's end (no event loop).
 

@@ -5,7 +5,8 @@ Theory of operation
 The socket is non-blocking.  Every operation first tries its system call and waits for
 readiness (``anyio.wait_readable``/``wait_writable``) only on ``EAGAIN``, so thousands of
 Comms share one loop and no thread.  Framing, validation and limits are the pure
-:mod:`._wire`; this module adds waiting, locking and the rules below.
+:mod:`._wire`; this module adds waiting, locking and the rules below (the ones on closing
+are applied by ``_transport.CommsBase``, for both ends).
 
 * One lock for sending and one for receiving: two tasks never interleave frames, and a
   send and a receive can run at the same time (a peer may be blocked writing until we read).
@@ -33,16 +34,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from .._exceptions import CommsError
 from . import _wire as w
 from ._transport import (
-    Inbox,
+    CommsBase,
     creds_frame,
     fd_frame,
     fd_number,
     outgoing,
     recv_step,
-    send_error,
     send_step,
 )
 
@@ -69,7 +68,7 @@ async def _acquire(lock: anyio.Lock) -> None:
         await lock.acquire()
 
 
-class Comms:
+class Comms(CommsBase):
     """The supervisor's end of a comms channel to a sandboxee (SPEC section 4).
 
     Each ``send_*``/``recv_*`` pair moves one value.  A receive of another type than was
@@ -93,37 +92,19 @@ class Comms:
             crc = await comms.recv_uint32()
     """
 
+    _KIND = "Comms"
+    _sock: socket.socket
+
     def __init__(
         self, sock: socket.socket, *, max_message_size: int = w.DEFAULT_MAX_MESSAGE_SIZE
     ) -> None:
-        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
-            raise ValueError("Comms needs an AF_UNIX SOCK_STREAM socket")
-        self._max = w.check_max_message_size(max_message_size)
-        sock.setblocking(False)
-        self._sock = sock
-        self._reader = w.FrameReader(self._max)
-        self._inbox = Inbox()
+        self._adopt(sock, max_message_size, blocking=False)
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._recv_lock = anyio.Lock(fast_acquire=True)
         self._waiters = 0
         self._yielded_at = time.monotonic()
-        self._closed_because: str | None = None
 
-    # --- lifetime ------------------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        """True once closed, by :meth:`close` or after an error that lost the channel."""
-        return self._closed_because is not None
-
-    @property
-    def max_message_size(self) -> int:
-        """The largest value sent or accepted, in bytes."""
-        return self._max
-
-    def fileno(self) -> int:
-        """The socket's fd (-1 once closed)."""
-        return self._sock.fileno()
+    # --- lifetime (closed, max_message_size and fileno are CommsBase's) ------------------
 
     def close(self) -> None:
         """Closes the channel; tasks waiting in a send or receive get CommsError.
@@ -148,23 +129,11 @@ class Comms:
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        state = f"closed: {self._closed_because}" if self.closed else f"fd={self.fileno()}"
-        return f"<Comms {state}>"
-
-    def _close(self, reason: str) -> None:
-        if self._closed_because is not None:
-            return
-        self._closed_because = reason
+    def _closing(self) -> None:
         if self._waiters:
             # Wakes the tasks parked on this fd with ClosedResourceError before the fd
             # number can be reused (anyio's documented order: mark, notify, close).
             anyio.notify_closing(self._sock)
-        self._sock.close()
-
-    def _check_open(self) -> None:
-        if self._closed_because is not None:
-            raise CommsError(f"the channel is closed ({self._closed_because})")
 
     async def _pace(self) -> None:
         """A checkpoint if this Comms has not yielded for YIELD_EVERY seconds."""
@@ -207,16 +176,11 @@ class Comms:
                         await self._wait(readable=False)
                         continue
                     except OSError as exc:
-                        error = send_error(exc, started)
-                        if error is exc:
-                            raise
-                        self._close(str(error))
-                        raise error from exc
+                        self._send_failed(exc, started)
                     started = True
                     extra = []
             except BaseException:
-                if started and pending:
-                    self._close("a send was interrupted in the middle of a frame")
+                self._send_interrupted(started, pending)
                 raise
         finally:
             self._send_lock.release()
@@ -225,11 +189,9 @@ class Comms:
         await self._pace()
         await _acquire(self._recv_lock)
         try:
-            self._check_open()
+            target = self._begin_recv(accept)
             reader = self._reader
             inbox = self._inbox
-            inbox.clear()
-            target = reader.begin(accept)
             try:
                 while True:
                     try:
@@ -240,16 +202,8 @@ class Comms:
                     if frame is not None:
                         return frame, inbox.fds, inbox.creds
                     target = reader.buffer()
-            except CommsError as exc:
-                inbox.close_fds()
-                self._close(str(exc))
-                raise
-            except BaseException:
-                inbox.close_fds()
-                if reader.started:
-                    self._close("a receive was interrupted in the middle of a frame")
-                # Before the first byte nothing is lost: the next receive starts afresh.
-                reader.abandon()
+            except BaseException as exc:
+                self._recv_failed(exc)
                 raise
         finally:
             self._recv_lock.release()
@@ -257,13 +211,6 @@ class Comms:
     async def _recv_value(self, accept: w.Accept) -> bytes:
         frame, _, _ = await self._recv(accept)
         return frame.value
-
-    def _decode(self, decode: Any, value: bytes) -> Any:
-        try:
-            return decode(value)
-        except CommsError as exc:
-            self._close(str(exc))
-            raise
 
     # --- typed values --------------------------------------------------------------------
 
@@ -273,8 +220,7 @@ class Comms:
 
     async def recv_bool(self) -> bool:
         """Receives a bool; the byte must be 0 or 1."""
-        value: bool = self._decode(w.unpack_bool, await self._recv_value(w.ACCEPT_BOOL))
-        return value
+        return self._decode(w.unpack_bool, await self._recv_value(w.ACCEPT_BOOL))
 
     async def send_int32(self, value: int) -> None:
         """Sends a signed 32-bit int (OverflowError outside its range)."""
@@ -310,17 +256,16 @@ class Comms:
 
     async def send_string(self, value: str) -> None:
         """Sends a str as UTF-8."""
-        await self._send_value(w.TAG_STRING, w.pack_string(value))
+        await self._send(self._frame(w.TAG_STRING, w.pack_string(value)))
 
     async def recv_string(self) -> str:
         """Receives a str; invalid UTF-8 is a CommsError."""
-        value: str = self._decode(w.unpack_string, await self._recv_value(w.ACCEPT_STRING))
-        return value
+        return self._decode(w.unpack_string, await self._recv_value(w.ACCEPT_STRING))
 
     async def send_bytes(self, value: bytes | bytearray | memoryview) -> None:
         """Sends bytes (any C-contiguous buffer, e.g. a :class:`Buffer`'s view; no copy
         above 16 KiB)."""
-        await self._send_value(w.TAG_BYTES, w.pack_bytes(value))
+        await self._send(self._frame(w.TAG_BYTES, w.pack_bytes(value)))
 
     async def recv_bytes(self) -> bytes:
         """Receives bytes."""
@@ -332,7 +277,7 @@ class Comms:
         Map keys must be str or bytes (the receiver refuses others).  Raises TypeError for
         a value msgpack cannot pack, ValueError above the msgpack limit.
         """
-        await self._send_value(w.TAG_MSG, w.pack_msg(value))
+        await self._send(self._frame(w.TAG_MSG, w.pack_msg(value)))
 
     async def recv_msg(self) -> Any:
         """Receives one msgpack value (arrays as lists).  Extension types, non-str/bytes
@@ -342,7 +287,7 @@ class Comms:
 
     async def send_tlv(self, tag: int, value: bytes | bytearray | memoryview) -> None:
         """Sends raw bytes under a user tag (``0 <= tag < 0x80000000``)."""
-        await self._send_value(w.pack_tlv_tag(tag), w.pack_bytes(value))
+        await self._send(self._frame(w.pack_tlv_tag(tag), w.pack_bytes(value)))
 
     async def recv_tlv(self) -> tuple[int, bytes]:
         """Receives a frame with any user tag: ``(tag, value)``."""
@@ -368,20 +313,12 @@ class Comms:
     async def recv_creds(self) -> tuple[int, int, int]:
         """Receives the peer's ``(pid, uid, gid)`` as the kernel vouches for them, the pid
         as seen from this process's pid namespace."""
-        self._check_open()
-        # SO_PASSCRED makes the kernel hand over the credentials the sender attached.
-        passing = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED)
-        if not passing:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        was_on = self._passcred_on()
         try:
             _, _, creds = await self._recv(w.ACCEPT_CREDS)
         finally:
-            if not passing and not self.closed:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
-        if creds is None:
-            self._close("TAG_CREDS arrived without credentials")
-            raise CommsError("TAG_CREDS arrived without credentials")
-        return creds
+            self._passcred_off(was_on)
+        return self._vouched(creds)
 
     # --- raw frames, for protocol code (mode (b) and (c) control messages) ---------------
 
@@ -390,15 +327,9 @@ class Comms:
 
         The value must have the length the tag requires (ValueError otherwise).
         """
-        if tag in (w.TAG_FD, w.TAG_CREDS):
-            raise ValueError(f"{w.tag_name(tag)} needs ancillary data: use send_fd/send_creds")
-        await self._send_value(tag, w.pack_bytes(value))
+        await self._send(self._raw_frame(tag, value))
 
     async def recv_frame(self, tags: Iterable[int]) -> w.Frame:
         """Receives one frame whose tag is one of ``tags``: ``Frame(tag, value)``."""
         frame, _, _ = await self._recv(w.Accept(tags))
         return frame
-
-    async def _send_value(self, tag: int, value: bytes | memoryview) -> None:
-        w.check_value_size(tag, len(value), self._max)
-        await self._send(outgoing(tag, value))

@@ -26,16 +26,14 @@ import _thread
 import math
 import time
 
-from .._exceptions import CommsError
 from . import _wire as w
 from ._transport import (
-    Inbox,
+    CommsBase,
     creds_frame,
     fd_frame,
     fd_number,
     outgoing,
     recv_step,
-    send_error,
     send_step,
 )
 
@@ -43,7 +41,7 @@ from ._transport import (
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
     from types import TracebackType
     from typing import Any, Self
 
@@ -55,7 +53,7 @@ _POLLIN = 0x001
 _POLLOUT = 0x004
 
 
-class BlockingComms:
+class BlockingComms(CommsBase):
     """A blocking comms channel, for the sandboxee (or any code without an event loop).
 
     Args:
@@ -65,6 +63,8 @@ class BlockingComms:
 
     Every method takes ``timeout`` (seconds for the whole call, None: wait forever).
     """
+
+    _KIND = "BlockingComms"
 
     def __init__(
         self,
@@ -85,38 +85,16 @@ class BlockingComms:
     ) -> BlockingComms:
         """Wraps a connected AF_UNIX stream socket (a ``socket.socket``); owns it from now
         on and makes it blocking."""
-        if sock.family != _socket.AF_UNIX or sock.type != _socket.SOCK_STREAM:
-            raise ValueError("BlockingComms needs an AF_UNIX SOCK_STREAM socket")
-        w.check_max_message_size(max_message_size)
-        sock.setblocking(True)
         comms = cls.__new__(cls)
-        comms._setup(sock, max_message_size)
+        comms._adopt(sock, max_message_size, blocking=True)
         return comms
 
     def _setup(self, sock: _socket.socket, max_message_size: int) -> None:
-        self._max = w.check_max_message_size(max_message_size)
-        self._sock = sock
-        self._reader = w.FrameReader(self._max)
-        self._inbox = Inbox()
+        super()._setup(sock, max_message_size)
         self._send_lock = _thread.allocate_lock()
         self._recv_lock = _thread.allocate_lock()
-        self._closed_because: str | None = None
 
-    # --- lifetime ------------------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        """True once closed, by :meth:`close` or after an error that lost the channel."""
-        return self._closed_because is not None
-
-    @property
-    def max_message_size(self) -> int:
-        """The largest value sent or accepted, in bytes."""
-        return self._max
-
-    def fileno(self) -> int:
-        """The socket's fd (-1 once closed)."""
-        return self._sock.fileno()
+    # --- lifetime (closed, max_message_size and fileno are CommsBase's) ------------------
 
     def close(self) -> None:
         """Closes the channel.  Idempotent."""
@@ -132,19 +110,6 @@ class BlockingComms:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        state = f"closed: {self._closed_because}" if self.closed else f"fd={self.fileno()}"
-        return f"<BlockingComms {state}>"
-
-    def _close(self, reason: str) -> None:
-        if self._closed_because is None:
-            self._closed_because = reason
-            self._sock.close()
-
-    def _check_open(self) -> None:
-        if self._closed_because is not None:
-            raise CommsError(f"the channel is closed ({self._closed_because})")
 
     def _poll(self, events: int, deadline: float | None) -> None:
         """Waits until the socket may be ready; TimeoutError once the deadline passed."""
@@ -184,27 +149,20 @@ class BlockingComms:
                         self._poll(_POLLOUT, deadline)
                         continue
                     except OSError as exc:
-                        error = send_error(exc, started)
-                        if error is exc:
-                            raise
-                        self._close(str(error))
-                        raise error from exc
+                        self._send_failed(exc, started)
                     started = True
                     extra = []
             except BaseException:
-                if started and pending:
-                    self._close("a send was interrupted in the middle of a frame")
+                self._send_interrupted(started, pending)
                 raise
 
     def _recv(self, accept: w.Accept, timeout: float | None) -> Received:
         deadline = None if timeout is None else time.monotonic() + timeout
         flags = 0 if deadline is None else _socket.MSG_DONTWAIT
         with self._recv_lock:
-            self._check_open()
+            target = self._begin_recv(accept)
             reader = self._reader
             inbox = self._inbox
-            inbox.clear()
-            target = reader.begin(accept)
             try:
                 while True:
                     try:
@@ -215,31 +173,13 @@ class BlockingComms:
                     if frame is not None:
                         return frame, inbox.fds, inbox.creds
                     target = reader.buffer()
-            except CommsError as exc:
-                inbox.close_fds()
-                self._close(str(exc))
-                raise
-            except BaseException:
-                inbox.close_fds()
-                if reader.started:
-                    self._close("a receive was interrupted in the middle of a frame")
-                reader.abandon()
+            except BaseException as exc:
+                self._recv_failed(exc)
                 raise
 
     def _recv_value(self, accept: w.Accept, timeout: float | None) -> bytes:
         frame, _, _ = self._recv(accept, timeout)
         return frame.value
-
-    def _decode(self, decode: Callable[[bytes], Any], value: bytes) -> Any:
-        try:
-            return decode(value)
-        except CommsError as exc:
-            self._close(str(exc))
-            raise
-
-    def _send_value(self, tag: int, value: bytes | memoryview, timeout: float | None) -> None:
-        w.check_value_size(tag, len(value), self._max)
-        self._send(outgoing(tag, value), timeout=timeout)
 
     # --- typed values --------------------------------------------------------------------
 
@@ -249,8 +189,7 @@ class BlockingComms:
 
     def recv_bool(self, *, timeout: float | None = None) -> bool:
         """Receives a bool; the byte must be 0 or 1."""
-        value: bool = self._decode(w.unpack_bool, self._recv_value(w.ACCEPT_BOOL, timeout))
-        return value
+        return self._decode(w.unpack_bool, self._recv_value(w.ACCEPT_BOOL, timeout))
 
     def send_int32(self, value: int, *, timeout: float | None = None) -> None:
         """Sends a signed 32-bit int (OverflowError outside its range)."""
@@ -286,18 +225,17 @@ class BlockingComms:
 
     def send_string(self, value: str, *, timeout: float | None = None) -> None:
         """Sends a str as UTF-8."""
-        self._send_value(w.TAG_STRING, w.pack_string(value), timeout)
+        self._send(self._frame(w.TAG_STRING, w.pack_string(value)), timeout=timeout)
 
     def recv_string(self, *, timeout: float | None = None) -> str:
         """Receives a str; invalid UTF-8 is a CommsError."""
-        value: str = self._decode(w.unpack_string, self._recv_value(w.ACCEPT_STRING, timeout))
-        return value
+        return self._decode(w.unpack_string, self._recv_value(w.ACCEPT_STRING, timeout))
 
     def send_bytes(
         self, value: bytes | bytearray | memoryview, *, timeout: float | None = None
     ) -> None:
         """Sends bytes (any C-contiguous buffer; no copy above 16 KiB)."""
-        self._send_value(w.TAG_BYTES, w.pack_bytes(value), timeout)
+        self._send(self._frame(w.TAG_BYTES, w.pack_bytes(value)), timeout=timeout)
 
     def recv_bytes(self, *, timeout: float | None = None) -> bytes:
         """Receives bytes."""
@@ -305,7 +243,7 @@ class BlockingComms:
 
     def send_msg(self, value: object, *, timeout: float | None = None) -> None:
         """Sends any msgpack-able value; map keys must be str or bytes."""
-        self._send_value(w.TAG_MSG, w.pack_msg(value), timeout)
+        self._send(self._frame(w.TAG_MSG, w.pack_msg(value)), timeout=timeout)
 
     def recv_msg(self, *, timeout: float | None = None) -> Any:
         """Receives one msgpack value (arrays as lists)."""
@@ -316,7 +254,7 @@ class BlockingComms:
         self, tag: int, value: bytes | bytearray | memoryview, *, timeout: float | None = None
     ) -> None:
         """Sends raw bytes under a user tag (``0 <= tag < 0x80000000``)."""
-        self._send_value(w.pack_tlv_tag(tag), w.pack_bytes(value), timeout)
+        self._send(self._frame(w.pack_tlv_tag(tag), w.pack_bytes(value)), timeout=timeout)
 
     def recv_tlv(self, *, timeout: float | None = None) -> tuple[int, bytes]:
         """Receives a frame with any user tag: ``(tag, value)``."""
@@ -341,19 +279,12 @@ class BlockingComms:
 
     def recv_creds(self, *, timeout: float | None = None) -> tuple[int, int, int]:
         """Receives the peer's ``(pid, uid, gid)``, the pid as seen from here."""
-        self._check_open()
-        passing = self._sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED)
-        if not passing:
-            self._sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
+        was_on = self._passcred_on()
         try:
             _, _, creds = self._recv(w.ACCEPT_CREDS, timeout)
         finally:
-            if not passing and not self.closed:
-                self._sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 0)
-        if creds is None:
-            self._close("TAG_CREDS arrived without credentials")
-            raise CommsError("TAG_CREDS arrived without credentials")
-        return creds
+            self._passcred_off(was_on)
+        return self._vouched(creds)
 
     # --- raw frames, for protocol code ---------------------------------------------------
 
@@ -365,9 +296,7 @@ class BlockingComms:
         timeout: float | None = None,
     ) -> None:
         """Sends one frame with any tag but TAG_FD/TAG_CREDS (use send_fd/send_creds)."""
-        if tag in (w.TAG_FD, w.TAG_CREDS):
-            raise ValueError(f"{w.tag_name(tag)} needs ancillary data: use send_fd/send_creds")
-        self._send_value(tag, w.pack_bytes(value), timeout)
+        self._send(self._raw_frame(tag, value), timeout=timeout)
 
     def recv_frame(self, tags: Iterable[int], *, timeout: float | None = None) -> w.Frame:
         """Receives one frame whose tag is one of ``tags``: ``Frame(tag, value)``."""

@@ -1,8 +1,10 @@
-"""One ``recvmsg`` / one ``sendmsg`` of a frame: the kernel-facing steps both Comms share.
+"""What both Comms share: one ``recvmsg`` / one ``sendmsg`` of a frame, and :class:`CommsBase`.
 
-Neither function waits: each makes one system call and returns, or raises
+Neither step waits: each makes one system call and returns, or raises
 ``BlockingIOError`` when the socket is not ready, so that the async Comms can wait on the
 event loop and the blocking one in the kernel (or in ``poll`` when it has a timeout).
+:class:`CommsBase` holds the rest that does not depend on how an end waits: its state, when
+the channel is closed for good, and the checks before a frame is sent and after it arrived.
 
 Kernel facts relied on (unix(7), ``unix_stream_read_generic`` in net/unix/af_unix.c):
 
@@ -28,14 +30,28 @@ import os
 import struct
 
 from .._exceptions import CommsError
-from ._wire import HEADER, TAG_CREDS, TAG_FD, Frame, FrameReader
+from ._wire import (
+    HEADER,
+    TAG_CREDS,
+    TAG_FD,
+    Frame,
+    FrameReader,
+    check_max_message_size,
+    check_value_size,
+    pack_bytes,
+    tag_name,
+)
 
 # Not typing.TYPE_CHECKING: a sandboxee imports this, and typing costs it ~15 ms.
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from typing import Protocol, TypeAlias
+    from collections.abc import Callable, Sequence
+    from typing import ClassVar, NoReturn, Protocol, TypeAlias, TypeVar
+
+    from ._wire import Accept
+
+    _T = TypeVar("_T")
 
     class _HasFileno(Protocol):
         def fileno(self) -> int: ...
@@ -50,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTROL_SIZE",
     "MAX_FDS",
+    "CommsBase",
     "Inbox",
     "close_fds",
     "creds_frame",
@@ -234,3 +251,172 @@ def send_error(exc: OSError, started: bool) -> Exception:
         return exc
     error.__cause__ = exc
     return error
+
+
+class CommsBase:
+    """What both ends of a channel share, however they wait for the socket.
+
+    The state (socket, frame reader, inbox, size cap), the lifetime rule (closed for good
+    on the first error that loses the stream position or the trust in the peer), the checks
+    made before a frame is sent and after one arrived, and what a failure means for the
+    channel.  :class:`~aiosandbox.Comms` and ``BlockingComms`` add their locks, their way of
+    waiting (the event loop; the kernel or ``poll``), the public methods, and the two loops
+    around :func:`send_step` and :func:`recv_step`.  Those loops are written out in each
+    end: they are the hot path, and they differ exactly where they wait.  What is here runs
+    once per call or on an error path only.
+    """
+
+    _KIND: ClassVar[str]
+    """The class's public name, for messages and reprs."""
+
+    _sock: _socket.socket
+    _max: int
+    _reader: FrameReader
+    _inbox: Inbox
+    _closed_because: str | None
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    def _adopt(self, sock: _socket.socket, max_message_size: int, *, blocking: bool) -> None:
+        """Takes over a socket the caller made, in the blocking mode this end needs.
+
+        Raises:
+            ValueError: not an ``AF_UNIX`` ``SOCK_STREAM`` socket, or a bad
+                ``max_message_size``; the socket is untouched and still the caller's.
+        """
+        if sock.family != _socket.AF_UNIX or sock.type != _socket.SOCK_STREAM:
+            raise ValueError(f"{self._KIND} needs an AF_UNIX SOCK_STREAM socket")
+        check_max_message_size(max_message_size)
+        sock.setblocking(blocking)
+        self._setup(sock, max_message_size)
+
+    def _setup(self, sock: _socket.socket, max_message_size: int) -> None:
+        """Starts an open channel on ``sock``, which is ours from now on."""
+        self._max = check_max_message_size(max_message_size)
+        self._sock = sock
+        self._reader = FrameReader(self._max)
+        self._inbox = Inbox()
+        self._closed_because = None
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, by :meth:`close` or after an error that lost the channel."""
+        return self._closed_because is not None
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest value sent or accepted, in bytes."""
+        return self._max
+
+    def fileno(self) -> int:
+        """The socket's fd (-1 once closed)."""
+        return self._sock.fileno()
+
+    def __repr__(self) -> str:
+        state = f"closed: {self._closed_because}" if self.closed else f"fd={self.fileno()}"
+        return f"<{self._KIND} {state}>"
+
+    def _close(self, reason: str) -> None:
+        """Closes the channel for good; the first reason is the one errors report."""
+        if self._closed_because is None:
+            self._closed_because = reason
+            self._closing()
+            self._sock.close()
+
+    def _closing(self) -> None:
+        """Runs once, just before the socket is closed (the async end wakes its waiters)."""
+
+    def _check_open(self) -> None:
+        if self._closed_because is not None:
+            raise CommsError(f"the channel is closed ({self._closed_because})")
+
+    # --- before a send -------------------------------------------------------------------
+
+    def _frame(self, tag: int, value: bytes | memoryview) -> list[memoryview]:
+        """The buffers of a frame whose value the peer's reader (with our cap) will accept.
+
+        Raises:
+            ValueError: the value has the wrong length for ``tag`` or is above the limit;
+                nothing was sent and the channel is intact.
+        """
+        check_value_size(tag, len(value), self._max)
+        return outgoing(tag, value)
+
+    def _raw_frame(self, tag: int, value: bytes | bytearray | memoryview) -> list[memoryview]:
+        """The buffers of a ``send_frame``: any tag but the two that carry ancillary data."""
+        if tag in (TAG_FD, TAG_CREDS):
+            raise ValueError(f"{tag_name(tag)} needs ancillary data: use send_fd/send_creds")
+        return self._frame(tag, pack_bytes(value))
+
+    def _send_failed(self, exc: OSError, started: bool) -> NoReturn:
+        """Raises what a failed ``sendmsg`` means (:func:`send_error`): the caller's own
+        ``exc``, or a :class:`CommsError` once the channel is lost (and then closed)."""
+        error = send_error(exc, started)
+        if error is exc:
+            raise exc
+        self._close(str(error))
+        raise error from exc
+
+    def _send_interrupted(self, started: bool, pending: list[memoryview]) -> None:
+        """After a send stopped by an exception (a cancellation, a timeout, an error): a
+        frame cut in the middle loses the stream position, so the channel closes."""
+        if started and pending:
+            self._close("a send was interrupted in the middle of a frame")
+
+    # --- around a receive ----------------------------------------------------------------
+
+    def _begin_recv(self, accept: Accept) -> memoryview:
+        """Starts receiving one frame with one of ``accept``'s tags; the buffer to fill."""
+        self._check_open()
+        self._inbox.clear()
+        return self._reader.begin(accept)
+
+    def _recv_failed(self, exc: BaseException) -> None:
+        """Cleans up after a receive that is about to raise ``exc``.
+
+        The fds that came with the frame are closed.  A :class:`CommsError` (the peer broke
+        the protocol or left) closes the channel; anything else (a cancellation, a timeout)
+        closes it only when part of the frame was consumed, since the stream position is
+        then lost.  Before the first byte nothing is lost: the next receive starts afresh.
+        """
+        self._inbox.close_fds()
+        if isinstance(exc, CommsError):
+            self._close(str(exc))
+            return
+        if self._reader.started:
+            self._close("a receive was interrupted in the middle of a frame")
+        self._reader.abandon()
+
+    def _decode(self, decode: Callable[[bytes], _T], value: bytes) -> _T:
+        """``decode(value)``; a value the peer should not have sent closes the channel."""
+        try:
+            return decode(value)
+        except CommsError as exc:
+            self._close(str(exc))
+            raise
+
+    def _passcred_on(self) -> bool:
+        """Turns ``SO_PASSCRED`` on for a receive of TAG_CREDS (the kernel hands over the
+        credentials the sender attached only then); returns whether it was on already."""
+        self._check_open()
+        was_on = bool(self._sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED))
+        if not was_on:
+            self._sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
+        return was_on
+
+    def _passcred_off(self, was_on: bool) -> None:
+        """Puts ``SO_PASSCRED`` back as :meth:`_passcred_on` found it."""
+        if not was_on and not self.closed:
+            self._sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 0)
+
+    def _vouched(self, creds: tuple[int, int, int] | None) -> tuple[int, int, int]:
+        """The credentials of a TAG_CREDS frame; one without them closes the channel.
+
+        With SO_PASSCRED on, the kernel reports credentials for every message; a sender that
+        attached none shows as pid 0 (and the overflow ids), which must not pass for a pid:
+        ``kill(0, ...)`` would signal our own process group.
+        """
+        if creds is None or creds[0] <= 0:
+            self._close("TAG_CREDS arrived without credentials")
+            raise CommsError("TAG_CREDS arrived without credentials")
+        return creds
