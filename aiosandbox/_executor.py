@@ -175,6 +175,15 @@ class IPC:
             self._channel_peer.close()
             self._channel_peer = None
 
+    def _channel_has_data(self) -> bool:
+        """Whether the sandboxee left bytes in the channel that nobody has read yet."""
+        if self._channel is None or self._channel.fileno() < 0:
+            return False
+        try:
+            return bool(self._channel.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (BlockingIOError, OSError):
+            return False
+
     def close_channel(self) -> None:
         """Closes our end of the comms channel (the sandbox is over)."""
         if self._comms is not None:

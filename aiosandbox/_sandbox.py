@@ -595,9 +595,10 @@ class Sandbox:
                     SetupReason.FAILED_SUBPROCESS,
                     "the custom fork server exited (its stderr may say why)",
                 )
-        if not self._executor.ipc._comms_taken and not self._is_fork_server:
-            # Nobody holds the channel: close it now.  A caller's Comms stays readable
-            # (what the sandboxee sent before it ended) until aclose().
+        ipc = self._executor.ipc
+        if not (ipc._comms_taken or self._is_fork_server or ipc._channel_has_data()):
+            # Nothing left to read and nobody holds the channel: close it now.  Otherwise
+            # what the sandboxee sent before it ended stays readable until aclose().
             self._executor.ipc.close_channel()
         self._result = self._builder.build(time.monotonic() - self._start_time)
         logger.debug("sandbox finished: %s", self._result)

@@ -664,3 +664,13 @@ def test_c_wait_and_fork_fails_when_the_supervisor_breaks_the_protocol(
     status, printed = c_fork_serve.finish()
     assert status == 3
     assert printed.startswith("error ") and why in printed, printed
+
+
+async def test_what_the_sandboxee_sent_before_it_ended_stays_readable(c_modes: str) -> None:
+    # The run is over before the caller first touches comms: the bytes are still there.
+    builder = comms_policy(PolicyBuilder().allow_syscall("read")).add_file("/etc/hostname")
+    executor = client_executor(c_modes, "prepared", "/etc/hostname")
+    async with Sandbox(executor, builder.build()) as sandbox:
+        result = await sandbox.await_result()
+        assert result.status is Status.OK, str(result)
+        assert await sandbox.comms.recv_bytes() == Path("/etc/hostname").read_bytes()[:256]
