@@ -89,7 +89,10 @@ class CustomForkServer:
         sandbox = Sandbox(self._executor, policy, _fork_server=True)
         self._sandbox = sandbox
         self._shape = shape
-        await sandbox.start()
+        # Not cancelled with the child that asked first (say, by its wall time): the server
+        # serves the children after it too.
+        with anyio.CancelScope(shield=True):
+            await sandbox.start()
         if sandbox.status is not None:
             result = await sandbox.await_result()
             raise SetupError(f"the custom fork server did not start: {result}")

@@ -273,7 +273,8 @@ class Executor:
         mount tree of that sandbox's policy; every later child shares them (the guide: "does
         not play well with namespaces"), so their policies must ask for the same ones.  Each
         child gets its own comms, fds, limits, filter (its ``sandbox_me_here()``) and
-        monitor.  Stop the fork server with ``await fork_executor.aclose()``.
+        monitor.  The server runs until ``await fork_executor.aclose()``: its executor's
+        ``wall_time_limit`` does not apply to it, its rlimits do (and bound its children's).
 
         Raises:
             ValueError: ``fork_executor`` is itself forked, or runs a sandbox already.

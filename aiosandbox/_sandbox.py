@@ -261,7 +261,8 @@ class Sandbox:
         self._start_time = time.monotonic()
         self._hub = hub_for_running_loop()
         self._timer = Timer(self._on_wall_time)
-        self._timer.arm(self._executor.limits.wall_time_limit)
+        if not self._is_fork_server:  # a custom fork server runs until its aclose()
+            self._timer.arm(self._executor.limits.wall_time_limit)
         try:
             with anyio.CancelScope() as self._setup_scope:
                 if self._executor._forked_from is not None:
@@ -559,6 +560,9 @@ class Sandbox:
             self._monitor.kill()
         elif self._init_pidfd is not None:
             _kill_init(self._init_pidfd)
+        elif self._executor._forked_from is not None:
+            # A fork server's child not attached yet waits for TAG_FORK_GO: EOF ends it.
+            self._executor.ipc.close_channel()
         self._close_setup()
         if self._monitor is None and not self._done.is_set():
             self._finish()
@@ -586,15 +590,16 @@ class Sandbox:
         if self._timer is not None:
             self._timer.cancel()
         self._close_setup()
-        if self._is_fork_server and not self._builder.decided:
+        if not self._builder.decided and self._builder.ending:
+            # Killed or timed out with no main process to report it (untraced, as the
+            # custom fork server is, or not attached yet): the kill is the outcome.
+            self._builder.main_exited(None, signal.SIGKILL, None)  # type: ignore[arg-type]
+        elif self._is_fork_server and not self._builder.decided:
             # Untraced: all we know is that its namespace's init has exited.
-            if self._builder.ending:
-                self._builder.main_exited(None, signal.SIGKILL, None)  # type: ignore[arg-type]
-            else:
-                self._builder.setup_failed(
-                    SetupReason.FAILED_SUBPROCESS,
-                    "the custom fork server exited (its stderr may say why)",
-                )
+            self._builder.setup_failed(
+                SetupReason.FAILED_SUBPROCESS,
+                "the custom fork server exited (its stderr may say why)",
+            )
         ipc = self._executor.ipc
         if not (ipc._comms_taken or self._is_fork_server or ipc._channel_has_data()):
             # Nothing left to read and nobody holds the channel: close it now.  Otherwise

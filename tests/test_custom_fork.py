@@ -209,3 +209,21 @@ async def test_a_fork_server_that_exits_is_a_clean_setup_error() -> None:
             await sandbox.aclose()
     finally:
         await fork_executor.aclose()
+
+
+async def test_a_child_killed_before_it_is_attached_does_not_linger(
+    fork_executor: Executor, policy: Policy
+) -> None:
+    # The wall time ends the run while the first child is still being made (the fork
+    # server starts first): the child, if it was forked, sees its channel close and exits.
+    executor = Executor.from_fork_server(fork_executor)
+    executor.limits.wall_time_limit = 0.001
+    result = await Sandbox(executor, policy).run()
+    assert result.status in (Status.TIMEOUT, Status.SETUP_ERROR), str(result)
+    # The fork server still serves the next child.
+    async with Sandbox(Executor.from_fork_server(fork_executor), policy) as sandbox:
+        await sandbox.comms.send_string("ok")
+        assert await sandbox.comms.recv_string() == "OK"
+        await sandbox.comms.send_string("")
+        result = await sandbox.await_result()
+    assert result.status is Status.OK, str(result)
