@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final
 
+from ._comms._wire import FD_NAME_CHARS
+
 if TYPE_CHECKING:
     from ._comms import Comms
     from ._custom_fork import CustomForkServer
@@ -24,8 +26,6 @@ DEVNULL: Final = -3
 StdioSpec = int | None
 
 _MAX_FD = 1 << 20
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-FD_MAP_ENV = "AIOSANDBOX_FD_MAP"  # read by aiosandbox.client (docs/protocol.md)
 
 
 def _check_limit(name: str, value: object) -> None:
@@ -139,7 +139,7 @@ class IPC:
         if any(target == sandboxee_fd for _, target in self.mapped_fds):
             raise ValueError(f"sandboxee fd {sandboxee_fd} is mapped already")
         if name is not None:
-            if not isinstance(name, str) or not name or not set(name) <= _NAME_CHARS:
+            if not isinstance(name, str) or not name or not set(name) <= FD_NAME_CHARS:
                 raise ValueError(f"an fd name is letters, digits, '_', '.', '-': {name!r}")
             if name in self.fd_names:
                 raise ValueError(f"the fd name {name!r} is used already")

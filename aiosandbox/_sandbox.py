@@ -39,9 +39,9 @@ from ._asyncio import (
     hub_for_running_loop,
 )
 from ._comms._wire import COMMS_FD as _COMMS_FD
-from ._comms._wire import TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
+from ._comms._wire import FD_MAP_ENV, TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
 from ._exceptions import CommsError, PolicyError
-from ._executor import DEVNULL, FD_MAP_ENV, PIPE, Executor, Limits
+from ._executor import DEVNULL, PIPE, Executor, Limits
 from ._forkserver._client import SpawnRequest, fork_server
 from ._forkserver._server import (
     CLONE_NEWIPC,

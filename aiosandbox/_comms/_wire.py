@@ -137,6 +137,12 @@ USER_TAG_LIMIT = 0x80000000
 COMMS_FD = 1023
 """The channel's fd number inside the sandboxee, as in Sandbox2."""
 
+FD_MAP_ENV = "AIOSANDBOX_FD_MAP"
+"""Names of mapped fds, ``name=fd,name=fd``, in the sandboxee's environment (Sandbox2's
+``SB2_FD_MAPPINGS``): written by the supervisor, read and removed by the client."""
+FD_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+"""What an fd name may be made of (so that ``,`` and ``=`` can separate the entries)."""
+
 DEFAULT_MAX_MESSAGE_SIZE = 256 << 20
 """Largest value a Comms sends or accepts unless told otherwise (Sandbox2 warns above it)."""
 

@@ -29,18 +29,20 @@ from __future__ import annotations
 import os
 
 from aiosandbox._comms._blocking import BlockingComms
-from aiosandbox._comms._wire import COMMS_FD, TAG_ERROR, TAG_POLICY, TAG_SANDBOX_ME_HERE
+from aiosandbox._comms._wire import (
+    COMMS_FD,
+    FD_MAP_ENV,
+    FD_NAME_CHARS,
+    TAG_ERROR,
+    TAG_POLICY,
+    TAG_SANDBOX_ME_HERE,
+)
 from aiosandbox._exceptions import CommsError, SetupError
 
 __all__ = ["FD_MAP_ENV", "Client", "channel", "named_fds", "parse_fd_map"]
 
-FD_MAP_ENV = "AIOSANDBOX_FD_MAP"
-"""Names of mapped fds, ``name=fd,name=fd``, as Sandbox2's ``SB2_FD_MAPPINGS``; read and
-removed from the environment by :class:`Client`, so that children do not inherit it."""
-
 _MAX_PROGRAM_BYTES = 8 * 4096
 """A filter is at most 4096 instructions of 8 bytes (the kernel's BPF_MAXINSNS)."""
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
 def _is_open(fd: int) -> bool:
@@ -96,7 +98,7 @@ def parse_fd_map(text: str) -> dict[str, int]:
     names: dict[str, int] = {}
     for entry in filter(None, text.split(",")):
         name, sep, number = entry.partition("=")
-        valid = sep and name and _NAME_CHARS.issuperset(name) and number.isdigit()
+        valid = sep and name and FD_NAME_CHARS.issuperset(name) and number.isdigit()
         if not valid or name in names:
             raise SetupError(f"{FD_MAP_ENV} holds a malformed entry {entry!r}")
         names[name] = int(number)
