@@ -31,6 +31,7 @@ import ctypes
 import errno
 import logging
 import os
+import resource
 import select
 import signal
 import time
@@ -40,15 +41,17 @@ from dataclasses import dataclass
 from ptrace.binding.func import PtraceError
 from ptrace.binding.func import ptrace as _ptrace
 
-from .._policy import Arch, TraceCode, syscall_name
+from .._policy import Arch, syscall_name
 from .._result import ResultBuilder, SetupReason, Violation
 from ._describe import describe_syscall
+from ._verdict import Action, Phase, SeccompStop, StopJudge
 
 __all__ = ["PtraceMonitor", "SyscallEvent"]
 
 logger = logging.getLogger("aiosandbox.monitor")
 
 PTRACE_CONT = 7
+PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
 PTRACE_SEIZE = 0x4206
 PTRACE_LISTEN = 0x4208
@@ -60,6 +63,7 @@ PTRACE_O_TRACEVFORK = 0x04
 PTRACE_O_TRACECLONE = 0x08
 PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_TRACEVFORKDONE = 0x20
+PTRACE_O_TRACEEXIT = 0x40
 PTRACE_O_TRACESECCOMP = 0x80
 PTRACE_O_EXITKILL = 0x100000
 
@@ -67,6 +71,7 @@ PTRACE_EVENT_FORK = 1
 PTRACE_EVENT_VFORK = 2
 PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_EXIT = 6
 PTRACE_EVENT_SECCOMP = 7
 PTRACE_EVENT_STOP = 128
 
@@ -84,6 +89,11 @@ SEIZE_OPTIONS = (
     | PTRACE_O_TRACESECCOMP
     | PTRACE_O_EXITKILL
 )
+# The main process alone also stops at its exit, where its memory is still there to measure
+# (its wait4 rusage counts the set-up image it exec'd from: the kernel keeps the peak RSS of
+# the mm an exec replaces, fs/exec.c).  Its threads and children would inherit the option:
+# each gets SEIZE_OPTIONS at its first stop, so their exits cost no stop.
+MAIN_OPTIONS = SEIZE_OPTIONS | PTRACE_O_TRACEEXIT
 
 _BATCH = 256  # wait statuses handled per call before the loop gets its turn back
 _SWEEP_ALWAYS = 32  # up to this many tracees, every quiet moment sweeps them all
@@ -181,6 +191,8 @@ class PtraceMonitor:
         on_done: Called once, when the main process and every other tracee are reaped.
         call_later: Asks for :meth:`process_events` to be called after some seconds.
         when_init_exits: Asks for :meth:`process_events` to be called once init exits.
+        judge: Decides what each seccomp stop means, from the program given to the kernel
+            (it also knows whether an exec or a ``sandbox_me_here()`` notice is awaited).
     """
 
     def __init__(
@@ -192,8 +204,11 @@ class PtraceMonitor:
         on_done: Callable[[], None],
         call_later: Callable[[float], None],
         when_init_exits: Callable[[], None],
+        *,
+        judge: StopJudge,
     ) -> None:
         self.main_pid = main_pid
+        self._judge = judge
         self._init_pid = init_pid
         self._init_pidfd = init_pidfd
         self._builder = builder
@@ -205,7 +220,10 @@ class PtraceMonitor:
         self._sweep_pending = False
         self._tracees: set[int] = set()
         self._gone: set[int] = set()  # reaped by us; their real parent may not have yet
-        self._waiting_for_exec = True
+        self._configured: set[int] = {main_pid}  # tracees whose options are their own
+        self._processes: set[int] = set()  # tracees made by fork or vfork, not threads
+        self._main_peak_kib: int | None = None  # the main process's VmHWM at its exit
+        self._children_peak_kib = 0  # the largest ru_maxrss of a reaped child process
         self._main_reaped = False
         self._killed = False
         self.done = False
@@ -214,23 +232,21 @@ class PtraceMonitor:
         self.on_sandboxed: Callable[[], None] | None = None
         """Called once, when a client reports that its post-exec filter is loaded."""
         self.sandboxed = False
-        self.expect_sandboxing = False
-        """Mode (b)/(c): ending before the client's "sandboxed" notice is a set-up error."""
-
-    def no_exec_expected(self) -> None:
-        """The sandboxee runs already (a custom fork server's child): it makes no exec."""
-        self._waiting_for_exec = False
+        """Whether the client's "sandboxed" notice came (modes (b) and (c))."""
 
     def seize(self) -> None:
         """Attaches to the sandboxee; raises OSError if the kernel refuses."""
         try:
-            _ptrace(PTRACE_SEIZE, self.main_pid, 0, SEIZE_OPTIONS)
+            _ptrace(PTRACE_SEIZE, self.main_pid, 0, MAIN_OPTIONS)
         except PtraceError as exc:
             raise OSError(exc.errno or errno.EPERM, f"PTRACE_SEIZE failed: {exc}") from exc
         self._tracees.add(self.main_pid)
 
     def kill(self) -> None:
         """Kills every process of the sandbox (idempotent, from any task of the loop)."""
+        if not self._killed and not self._main_reaped and self._main_peak_kib is None:
+            # A killed process makes no exit stop: measure it now.
+            self._main_peak_kib = _peak_rss_kib(self.main_pid)
         self._killed = True
         if self._init_pidfd is not None:
             try:
@@ -374,30 +390,49 @@ class PtraceMonitor:
             self._call_later(wait)
         return False
 
-    def _handle(self, pid: int, status: int, rusage: object) -> None:
+    def _handle(self, pid: int, status: int, rusage: resource.struct_rusage) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self._tracees.discard(pid)
+            self._configured.discard(pid)
             self._gone.add(pid)
             if pid == self.main_pid:
                 self._main_ended(status, rusage)
+            elif pid in self._processes:
+                self._processes.discard(pid)
+                self._children_peak_kib = max(self._children_peak_kib, rusage.ru_maxrss)
             return
         if not os.WIFSTOPPED(status):
             return
         stop_signal = os.WSTOPSIG(status)
         event = status >> 16
         try:
+            if pid not in self._configured:
+                # Its first stop: it inherited the main process's exit stop; drop it.
+                self._configured.add(pid)
+                _ptrace(PTRACE_SETOPTIONS, pid, 0, SEIZE_OPTIONS)
             if event == PTRACE_EVENT_SECCOMP:
                 self._seccomp_stop(pid)
             elif event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
-                self._tracees.add(_event_message(pid))
+                child = _event_message(pid)
+                self._tracees.add(child)
+                if event != PTRACE_EVENT_CLONE:
+                    self._processes.add(child)
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_EXEC:
                 former = _event_message(pid)
                 if former != pid:
-                    # A non-leader thread exec'd and took over the leader's pid.
+                    # A non-leader thread exec'd and took over the leader's pid (and kept
+                    # its own options).
                     self._tracees.discard(former)
+                    self._configured.discard(former)
+                    if pid == self.main_pid:
+                        _ptrace(PTRACE_SETOPTIONS, pid, 0, MAIN_OPTIONS)
                 if pid == self.main_pid:
-                    self._waiting_for_exec = False
+                    self._judge.exec_done()
+                _ptrace(PTRACE_CONT, pid, 0, 0)
+            elif event == PTRACE_EVENT_EXIT:
+                if pid == self.main_pid:
+                    self._main_peak_kib = _peak_rss_kib(pid)
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_STOP:
                 if stop_signal in _GROUP_STOP_SIGNALS:
@@ -417,58 +452,65 @@ class PtraceMonitor:
 
     def _seccomp_stop(self, pid: int) -> None:
         info = _seccomp_info(pid)
+        if info.op != PTRACE_SYSCALL_INFO_SECCOMP:
+            # A PTRACE_EVENT_SECCOMP stop always has seccomp info (ptrace(2)); never guess.
+            raise RuntimeError(f"a seccomp stop of pid {pid} without seccomp info ({info.op})")
         nr = int(info.nr)
+        args = (
+            int(info.args[0]),
+            int(info.args[1]),
+            int(info.args[2]),
+            int(info.args[3]),
+            int(info.args[4]),
+            int(info.args[5]),
+        )
+        stop = SeccompStop(
+            pid, nr, int(info.arch), int(info.instruction_pointer), args, int(info.ret_data)
+        )
+        decision = self._judge.decide(stop)
         try:
-            arch = Arch(info.arch)
-            name = syscall_name(nr, arch) or ""
-            arch_name = arch.label
+            arch: Arch | None = Arch(info.arch)
         except ValueError:
-            name, arch_name = "", f"audit arch {info.arch:#x}"
-        args = tuple(int(a) for a in info.args)
-        if info.ret_data == TraceCode.EXEC_GATE and self._waiting_for_exec and pid == self.main_pid:
+            arch = None
+        name = (syscall_name(nr, arch) if arch is not None else None) or ""
+        if decision.action is Action.CONTINUE:
             _ptrace(PTRACE_CONT, pid, 0, 0)
             return
-        if info.ret_data == TraceCode.SANDBOXED:
-            # Only the post-exec filter traces this; it then fails with ENOSYS.
+        if decision.action is Action.SANDBOXED:
+            # The notice then fails with ENOSYS: no such syscall.
             _ptrace(PTRACE_CONT, pid, 0, 0)
-            if not self.sandboxed:
-                self.sandboxed = True
-                if self.on_sandboxed is not None:
-                    self.on_sandboxed()
+            self.sandboxed = True
+            if self.on_sandboxed is not None:
+                self.on_sandboxed()
             return
-        if info.ret_data == TraceCode.LEARN and self.syscall_observer is not None:
-            try:
-                arch_value = Arch(info.arch)
-            except ValueError:
-                pass  # a foreign architecture is a violation even while learning
-            else:
-                self.syscall_observer(
-                    SyscallEvent(
-                        pid,
-                        nr,
-                        arch_value,
-                        (args[0], args[1], args[2], args[3], args[4], args[5]),
-                        name or None,
-                    )
-                )
-                _ptrace(PTRACE_CONT, pid, 0, 0)
-                return
-        if self._waiting_for_exec and pid == self.main_pid and name == "exit_group":
+        if (
+            decision.action is Action.OBSERVE
+            and arch is not None
+            and self.syscall_observer is not None
+        ):
+            self.syscall_observer(SyscallEvent(pid, nr, arch, args, name or None))
+            _ptrace(PTRACE_CONT, pid, 0, 0)
+            return
+        if decision.action is Action.SETUP_FAILED and pid == self.main_pid and name == "exit_group":
             # The exec failed and the set-up code reports its errno as the exit status.
             self._builder.setup_failed(
                 SetupReason.FAILED_MONITOR, _exec_failure(args[0] & 0xFFFFFFFF)
             )
             self.kill()
             return
+        arch_name = arch.label if arch is not None else f"audit arch {info.arch:#x}"
+        description = describe_syscall(name or None, nr, args, _read_string(pid))
+        if decision.note:
+            description += f" [{decision.note}]"
         violation = Violation(
             syscall_name=name,
             syscall_nr=nr,
-            args=(args[0], args[1], args[2], args[3], args[4], args[5]),
+            args=args,
             arch=arch_name,
             pid=pid,
-            description=describe_syscall(name or None, nr, args, _read_string(pid)),
+            description=description,
         )
-        if self._waiting_for_exec:
+        if decision.action is Action.SETUP_FAILED:
             self._builder.setup_failed(
                 SetupReason.FAILED_MONITOR,
                 "the set-up made a syscall the policy forbids before exec: "
@@ -480,24 +522,48 @@ class PtraceMonitor:
         # The tracee stays stopped before the syscall; the kill ends it there.
         self.kill()
 
-    def _main_ended(self, status: int, rusage: object) -> None:
+    def _main_ended(self, status: int, rusage: resource.struct_rusage) -> None:
         self._main_reaped = True
         exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        if self._waiting_for_exec and not self._killed:
+        if self._judge.phase is Phase.BEFORE_EXEC and not self._killed:
             detail = (
                 _exec_failure(exit_code)
                 if exit_code is not None
                 else f"the sandboxee died of signal {signal_number} before exec"
             )
             self._builder.setup_failed(SetupReason.FAILED_MONITOR, detail)
-        elif self.expect_sandboxing and not self.sandboxed and not self._killed:
+        elif self._judge.phase is Phase.AWAITING_NOTICE and not self._killed:
             self._builder.setup_failed(
                 SetupReason.FAILED_WAIT, "the sandboxee ended before calling sandbox_me_here()"
             )
-        self._builder.main_exited(exit_code, signal_number, rusage)  # type: ignore[arg-type]
+        self._builder.main_exited(exit_code, signal_number, self._sandboxee_rusage(rusage))
         # Whatever the main process left behind dies with the namespace.
         self.kill()
+
+    def _sandboxee_rusage(self, rusage: resource.struct_rusage) -> resource.struct_rusage:
+        """The main process's rusage, with ``ru_maxrss`` the sandboxee's own peak: the
+        largest of the main process's (measured at its exit, or when it was killed) and of
+        every child process it forked.  wait4's figure would count the set-up image the
+        main process exec'd from (kernel: the peak of an mm replaced by exec is kept), ~9
+        MiB for any program.  Without a measurement (the process vanished first) it stays."""
+        if self._main_peak_kib is None:
+            return rusage
+        fields = list(rusage)
+        fields[2] = max(self._main_peak_kib, self._children_peak_kib)
+        return resource.struct_rusage(fields)
+
+
+def _peak_rss_kib(pid: int) -> int | None:
+    """A process's peak resident set (``VmHWM``, KiB), or None once it has no memory."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _exec_failure(error: int | None) -> str:
