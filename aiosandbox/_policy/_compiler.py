@@ -14,7 +14,8 @@ The program has three parts, always in this order (Sandbox2's ``Policy::GetPolic
    first exec through and refuse any later one. The post-exec flavour (loaded by
    ``Client.sandbox_me_here()``) has instead the *sandboxed notice*: the magic syscall with
    ``SANDBOXED_MAGIC`` returns ``TRACE(SANDBOXED)``, which tells the monitor that the
-   client's filter is in place.
+   client's filter is in place; and ``rseq`` is allowed (glibc registered it for the main
+   thread while the process ran unfiltered, and then registers every new thread).
    Neither trace value proves anything by itself: a sandboxee may stack filters of its own
    whose data the kernel reports instead of ours, so the monitor re-runs this program over
    the stopped syscall (aiosandbox/_monitor/_verdict.py).
@@ -220,7 +221,13 @@ def _sandboxed_notice(arch: Arch) -> list[Instruction]:
         TRACE(TraceCode.SANDBOXED),
         LOAD_SYSCALL_NR,
     ]
-    return notice
+    # The process ran unfiltered before sandbox_me_here(), so glibc (2.35+) may have
+    # registered rseq for its main thread; it then registers every new thread too and aborts
+    # the thread ("rseq registration failed") if that fails. Registering rseq only tells the
+    # kernel where this thread's own rseq area is: harmless, and allowed here whatever the
+    # user rules (the start-up helpers answer ENOSYS, which suits a process that starts
+    # filtered).
+    return notice + list(rule_allow(syscall_number("rseq", arch)))
 
 
 def _screen_flags(nr: int, arg: int, flags: int) -> list[Instruction]:
