@@ -84,7 +84,9 @@ async def test_a_python_client_starts_threads_after_sandboxing_itself(policy: Po
     assert result.status is Status.OK, str(result)
 
 
-async def test_a_forked_python_child_starts_threads(fork_executor: Executor, policy: Policy) -> None:
+async def test_a_forked_python_child_starts_threads(
+    fork_executor: Executor, policy: Policy
+) -> None:
     async with Sandbox(Executor.from_fork_server(fork_executor), policy) as sandbox:
         await sandbox.comms.send_string("thread")
         assert await sandbox.comms.recv_string() == "thread says 4950"

@@ -95,7 +95,16 @@ SEIZE_OPTIONS = (
 # each gets SEIZE_OPTIONS at its first stop, so their exits cost no stop.
 MAIN_OPTIONS = SEIZE_OPTIONS | PTRACE_O_TRACEEXIT
 
-_BATCH = 256  # wait statuses handled per call before the loop gets its turn back
+_BATCH = 256  # wait statuses handled per call, at most, before the loop gets its turn back
+_SLICE = 0.002  # seconds of work per call, at most, before the loop gets its turn back
+# A sandbox's events cost the supervisor, not the sandbox: a thousand threads signalling
+# themselves make a stop per signal.  So the monitor of one sandbox works at most _SHARE of
+# the loop's time, after a burst of _BURST seconds; beyond that its events wait, and its
+# stopped threads with them: the storm is charged to the sandbox that makes it.  A sandbox
+# being killed is not held back (its processes make no new events; reaping them is
+# bounded).
+_SHARE = 0.25
+_BURST = 0.05
 _SWEEP_ALWAYS = 32  # up to this many tracees, every quiet moment sweeps them all
 
 _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
@@ -218,6 +227,10 @@ class PtraceMonitor:
         self._init_watched = False
         self._last_sweep = 0.0
         self._sweep_pending = False
+        self._credit = _BURST  # seconds of work this sandbox may still take now
+        self._credit_at = time.monotonic()
+        self._throttled = False  # a call is scheduled for when the credit is back
+        self._sweep_cursor = 0  # where the next per-pid sweep starts
         self._tracees: set[int] = set()
         self._gone: set[int] = set()  # reaped by us; their real parent may not have yet
         self._configured: set[int] = {main_pid}  # tracees whose options are their own
@@ -276,10 +289,13 @@ class PtraceMonitor:
         """
         if self.done:
             return False
+        start = time.monotonic()
+        if not self._killed and not self._has_credit(start):
+            return False
         self._sweep_pending = False
         more = False
         try:
-            more = self._drain()
+            more = self._drain(start + _SLICE)
         except Exception as exc:  # the monitor must end the sandbox, never the loop
             logger.exception("ptrace monitor failed")
             self._builder.internal_error(SetupReason.FAILED_MONITOR, f"monitor failed: {exc!r}")
@@ -290,7 +306,22 @@ class PtraceMonitor:
                 self._on_done()
                 return False
             more = self._finish_if_init_exited()
+        self._credit -= time.monotonic() - start
         return more and not self.done
+
+    def _has_credit(self, now: float) -> bool:
+        """Refills the sandbox's credit of monitor time; if none is left, asks to be called
+        once there is some again, and returns False."""
+        self._credit = min(_BURST, self._credit + (now - self._credit_at) * _SHARE)
+        self._credit_at = now
+        if self._credit > 0:
+            self._throttled = False
+            return True
+        if not self._throttled:
+            # The call comes when the credit is positive again (by 1 ms of refill).
+            self._throttled = True
+            self._call_later(-self._credit / _SHARE + 0.001)
+        return False
 
     def _finish_if_init_exited(self) -> bool:
         """After the main process: the run is over once init has exited, which the kernel
@@ -317,8 +348,9 @@ class PtraceMonitor:
             self._when_init_exits()
         return False
 
-    def _drain(self) -> bool:
-        """Drains wait statuses in a bounded batch; returns whether work may be left.
+    def _drain(self, deadline: float) -> bool:
+        """Drains wait statuses in a bounded batch, until ``deadline`` at the latest;
+        returns whether work may be left.
 
         Two ways to find events, with different costs in the kernel (Linux 6.x):
         ``wait4(pid)`` looks at that one task, O(1); ``wait4(-pgid)`` scans every task the
@@ -331,20 +363,20 @@ class PtraceMonitor:
         a fork bomb of n processes would otherwise take O(n^2) to clean up.
         """
         if self._killed:
-            handled = self._sweep(_BATCH)
+            handled = self._sweep(_BATCH, deadline)
             if handled:
                 return True
-            return self._drain_group() > 0
-        handled = self._drain_group()
+            return self._drain_group(deadline) > 0
+        handled = self._drain_group(deadline)
         if handled:
             return True
         if not self._sweep_due():
             return False
-        return self._sweep(len(self._tracees)) > 0
+        return self._sweep(len(self._tracees), deadline) > 0
 
-    def _drain_group(self) -> int:
+    def _drain_group(self, deadline: float) -> int:
         handled = 0
-        while handled < _BATCH:
+        while handled < _BATCH and (not handled or time.monotonic() < deadline):
             try:
                 waited, status, rusage = os.wait4(-self.main_pid, os.WNOHANG | _WALL)
             except ChildProcessError:
@@ -356,9 +388,16 @@ class PtraceMonitor:
             self._handle(waited, status, rusage)
         return handled
 
-    def _sweep(self, limit: int) -> int:
+    def _sweep(self, limit: int, deadline: float) -> int:
+        """Waits for each tracee in turn; a sweep cut short by ``deadline`` resumes where it
+        stopped, so that every tracee is reached however many there are."""
         handled = 0
-        for pid in list(self._tracees):
+        order = list(self._tracees)
+        start = self._sweep_cursor % len(order) if order else 0
+        for checked, pid in enumerate(order[start:] + order[:start]):
+            if checked and time.monotonic() >= deadline:
+                self._sweep_cursor = start + checked
+                return max(handled, 1)  # work is left: come back soon
             try:
                 waited, status, rusage = os.wait4(pid, os.WNOHANG | _WALL)
             except ChildProcessError:
@@ -370,6 +409,7 @@ class PtraceMonitor:
                 handled += 1
                 self._handle(pid, status, rusage)
                 if handled >= limit:
+                    self._sweep_cursor = start + checked + 1
                     break
         return handled
 
