@@ -42,7 +42,7 @@ def serve(client: Client) -> None:
             comms.send_bytes(os.read(int(request[5:]), 1 << 16))
         elif request == "thread":
             sums: list[int] = []
-            worker = threading.Thread(target=lambda: sums.append(sum(range(100))))
+            worker = threading.Thread(target=sums.append, args=(sum(range(100)),))
             worker.start()
             worker.join()
             comms.send_string(f"thread says {sums[0]}")
