@@ -74,6 +74,7 @@ LEARN_TMPFS_SIZE = 64 << 20
 """Size of the ``/tmp`` tmpfs while learning and in a learned policy that uses it."""
 
 _AT_FDCWD = -100
+_U32 = 0xFFFFFFFF
 _FUTEX_CMD_MASK = ~(128 | 256) & 0xFFFFFFFF  # without FUTEX_PRIVATE_FLAG, CLOCK_REALTIME
 _MAX_PATH = 4096
 
@@ -123,7 +124,8 @@ CANDIDATES: Mapping[str, Candidates] = {
     "mmap": _fixed(2, "allow_mmap_without_exec"),
     "mmap2": _fixed(2, "allow_mmap_without_exec"),
     "mprotect": _fixed(2, "allow_mprotect_without_exec"),
-    "prctl": _fixed(0, "allow_prctl_set_name"),
+    # One rule per option used: a plain prctl would allow PR_SET_SECCOMP, PR_SET_MM, ...
+    "prctl": Candidates((0,), lambda args: (HelperCall("allow_prctl_option", (args[0] & _U32,)),)),
     "getrandom": _fixed(2, "allow_get_random"),
     "prlimit64": _fixed(2, "allow_get_rlimit"),
 }

@@ -52,7 +52,8 @@ from ._forkserver._server import (
     CLONE_NEWUTS,
 )
 from ._monitor._ptrace import PtraceMonitor, SyscallEvent
-from ._policy import MountKind, Policy, kernel_filter, syscall_number
+from ._monitor._verdict import Phase, StopJudge
+from ._policy import MountKind, Policy, kernel_filter, kernel_instructions, syscall_number
 from ._result import Result, ResultBuilder, SetupReason, Status
 from .bpf import KILL, evaluate
 
@@ -422,8 +423,20 @@ class Sandbox:
             self._finish,
             lambda delay: hub.call_later(delay, monitor.process_events),
             lambda: call_when_readable(init_pidfd, lambda: hub.call_soon(monitor.process_events)),
+            judge=self._judge(main_pid, Phase.BEFORE_EXEC),
         )
         self._seize_and_go(monitor, main_pid, lambda: setup.send(b"G"))
+
+    def _judge(self, main_pid: int, phase: Phase) -> StopJudge:
+        """What the monitor decides seccomp stops with: the program our filter runs."""
+        gate = self._executor.sandbox_before_exec
+        return StopJudge(
+            kernel_instructions(self._policy, pre_exec=gate),
+            main_pid=main_pid,
+            phase=phase,
+            gate=gate,
+            learning=self._syscall_observer is not None,
+        )
 
     def _seize_and_go(
         self, monitor: PtraceMonitor, main_pid: int, go: Callable[[], object]
@@ -431,7 +444,6 @@ class Sandbox:
         """Seizes the sandboxee, then lets it go on (it waits for that before its filter)."""
         assert self._hub is not None
         monitor.syscall_observer = self._syscall_observer
-        monitor.expect_sandboxing = not self._executor.sandbox_before_exec
         try:
             monitor.seize()
         except OSError as exc:
@@ -502,8 +514,8 @@ class Sandbox:
             self._finish,
             lambda delay: hub.call_later(delay, monitor.process_events),
             lambda: None,
+            judge=self._judge(main_pid, Phase.AWAITING_NOTICE),
         )
-        monitor.no_exec_expected()
         self._seize_and_go(monitor, main_pid, lambda: None)
         if self._monitor is not None:
             try:

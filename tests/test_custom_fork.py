@@ -74,6 +74,27 @@ async def test_python_client_sandboxes_itself(policy: Policy) -> None:
     assert result.status is Status.VIOLATION, str(result)
 
 
+async def test_a_python_client_starts_threads_after_sandboxing_itself(policy: Policy) -> None:
+    # glibc registered rseq while the process ran unfiltered; a new thread registers it too.
+    async with Sandbox(python_executor("me-here", sandbox_before_exec=False), policy) as sandbox:
+        await sandbox.comms.send_string("thread")
+        assert await sandbox.comms.recv_string() == "thread says 4950"
+        await sandbox.comms.send_string("")
+        result = await sandbox.await_result()
+    assert result.status is Status.OK, str(result)
+
+
+async def test_a_forked_python_child_starts_threads(
+    fork_executor: Executor, policy: Policy
+) -> None:
+    async with Sandbox(Executor.from_fork_server(fork_executor), policy) as sandbox:
+        await sandbox.comms.send_string("thread")
+        assert await sandbox.comms.recv_string() == "thread says 4950"
+        await sandbox.comms.send_string("")
+        result = await sandbox.await_result()
+    assert result.status is Status.OK, str(result)
+
+
 async def test_fork_server_children_run_one_after_another(
     fork_executor: Executor, policy: Policy
 ) -> None:

@@ -268,3 +268,18 @@ def test_the_learned_rules_allow_every_recorded_call_and_nothing_else(
         assert bpf.evaluate(policy, name, args) == bpf.ALLOW, (name, args)
     for name in NEVER_RECORDED:
         assert bpf.evaluate(policy, name) == bpf.KILL, name
+
+
+def test_learned_prctl_allows_only_the_options_used() -> None:
+    # A workload that named itself and set no_new_privs must not get PR_SET_SECCOMP, PR_SET_MM
+    # or PR_SET_PTRACER with them: prctl is learned option by option.
+    pr_set_name, pr_set_no_new_privs, pr_set_seccomp, pr_set_mm = 15, 38, 22, 35
+    recorder = Recorder()
+    recorder.record(nr("prctl"), (pr_set_name, 0x1000))
+    recorder.record(nr("prctl"), (pr_set_no_new_privs, 1))
+    assert HelperCall("allow_prctl_option", (pr_set_name,)) in recorder.syscall_rules()
+    policy = rules_policy(recorder).build()
+    assert bpf.evaluate(policy, "prctl", (pr_set_name, 0x2000)) == bpf.ALLOW
+    assert bpf.evaluate(policy, "prctl", (pr_set_no_new_privs, 1)) == bpf.ALLOW
+    for forbidden in (pr_set_seccomp, pr_set_mm, 0x59616D61):  # the last: PR_SET_PTRACER
+        assert bpf.evaluate(policy, "prctl", (forbidden, 2, 0x3000)) == bpf.KILL

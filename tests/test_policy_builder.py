@@ -376,13 +376,20 @@ def test_kernel_filter_rewrites_process_ending_verdicts() -> None:
 def test_kernel_filter_post_exec_has_no_gate_but_the_sandboxed_notice() -> None:
     policy = PolicyBuilder().allow_syscall("getpid").build()
     post = kernel_program(policy, pre_exec=False)
-    assert len(post) == len(policy.program) - 7 + 5
+    assert len(post) == len(policy.program) - 7 + 5 + 2  # no gate; the notice; rseq
     gate = (3, 0, 0, 0, AT_EMPTY_PATH, EXEC_MAGIC)
     assert bpf.evaluate(post, "execveat", gate) == VIOLATION
     assert bpf.evaluate(post, "getpid") == bpf.ALLOW
     notice = bpf.evaluate(post, MAGIC_SYSCALL_NR, (SANDBOXED_MAGIC,))
     assert notice == bpf.TRACE(TraceCode.SANDBOXED)
     assert bpf.evaluate(post, MAGIC_SYSCALL_NR, (1,)) == bpf.ERRNO(MAGIC_SYSCALL_ERRNO)
+
+
+def test_kernel_filter_post_exec_lets_threads_register_rseq() -> None:
+    # glibc registered rseq before sandbox_me_here(); each new thread registers it too.
+    policy = PolicyBuilder().allow_static_startup().build()  # which answers rseq with ENOSYS
+    assert bpf.evaluate(policy, "rseq") == bpf.ERRNO(errno.ENOSYS)
+    assert bpf.evaluate(kernel_program(policy, pre_exec=False), "rseq") == bpf.ALLOW
 
 
 def test_kernel_filter_keeps_learn_traces_and_rewrites_others() -> None:

@@ -31,6 +31,7 @@ import ctypes
 import errno
 import logging
 import os
+import resource
 import select
 import signal
 import time
@@ -40,15 +41,17 @@ from dataclasses import dataclass
 from ptrace.binding.func import PtraceError
 from ptrace.binding.func import ptrace as _ptrace
 
-from .._policy import Arch, TraceCode, syscall_name
+from .._policy import Arch, syscall_name
 from .._result import ResultBuilder, SetupReason, Violation
 from ._describe import describe_syscall
+from ._verdict import Action, Phase, SeccompStop, StopJudge
 
 __all__ = ["PtraceMonitor", "SyscallEvent"]
 
 logger = logging.getLogger("aiosandbox.monitor")
 
 PTRACE_CONT = 7
+PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
 PTRACE_SEIZE = 0x4206
 PTRACE_LISTEN = 0x4208
@@ -60,6 +63,7 @@ PTRACE_O_TRACEVFORK = 0x04
 PTRACE_O_TRACECLONE = 0x08
 PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_TRACEVFORKDONE = 0x20
+PTRACE_O_TRACEEXIT = 0x40
 PTRACE_O_TRACESECCOMP = 0x80
 PTRACE_O_EXITKILL = 0x100000
 
@@ -67,6 +71,7 @@ PTRACE_EVENT_FORK = 1
 PTRACE_EVENT_VFORK = 2
 PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_EXIT = 6
 PTRACE_EVENT_SECCOMP = 7
 PTRACE_EVENT_STOP = 128
 
@@ -84,8 +89,22 @@ SEIZE_OPTIONS = (
     | PTRACE_O_TRACESECCOMP
     | PTRACE_O_EXITKILL
 )
+# The main process alone also stops at its exit, where its memory is still there to measure
+# (its wait4 rusage counts the set-up image it exec'd from: the kernel keeps the peak RSS of
+# the mm an exec replaces, fs/exec.c).  Its threads and children would inherit the option:
+# each gets SEIZE_OPTIONS at its first stop, so their exits cost no stop.
+MAIN_OPTIONS = SEIZE_OPTIONS | PTRACE_O_TRACEEXIT
 
-_BATCH = 256  # wait statuses handled per call before the loop gets its turn back
+_BATCH = 256  # wait statuses handled per call, at most, before the loop gets its turn back
+_SLICE = 0.002  # seconds of work per call, at most, before the loop gets its turn back
+# A sandbox's events cost the supervisor, not the sandbox: a thousand threads signalling
+# themselves make a stop per signal.  So the monitor of one sandbox works at most _SHARE of
+# the loop's time, after a burst of _BURST seconds; beyond that its events wait, and its
+# stopped threads with them: the storm is charged to the sandbox that makes it.  A sandbox
+# being killed is not held back (its processes make no new events; reaping them is
+# bounded).
+_SHARE = 0.25
+_BURST = 0.05
 _SWEEP_ALWAYS = 32  # up to this many tracees, every quiet moment sweeps them all
 
 _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
@@ -181,6 +200,8 @@ class PtraceMonitor:
         on_done: Called once, when the main process and every other tracee are reaped.
         call_later: Asks for :meth:`process_events` to be called after some seconds.
         when_init_exits: Asks for :meth:`process_events` to be called once init exits.
+        judge: Decides what each seccomp stop means, from the program given to the kernel
+            (it also knows whether an exec or a ``sandbox_me_here()`` notice is awaited).
     """
 
     def __init__(
@@ -192,8 +213,11 @@ class PtraceMonitor:
         on_done: Callable[[], None],
         call_later: Callable[[float], None],
         when_init_exits: Callable[[], None],
+        *,
+        judge: StopJudge,
     ) -> None:
         self.main_pid = main_pid
+        self._judge = judge
         self._init_pid = init_pid
         self._init_pidfd = init_pidfd
         self._builder = builder
@@ -203,9 +227,16 @@ class PtraceMonitor:
         self._init_watched = False
         self._last_sweep = 0.0
         self._sweep_pending = False
+        self._credit = _BURST  # seconds of work this sandbox may still take now
+        self._credit_at = time.monotonic()
+        self._throttled = False  # a call is scheduled for when the credit is back
+        self._sweep_cursor = 0  # where the next per-pid sweep starts
         self._tracees: set[int] = set()
         self._gone: set[int] = set()  # reaped by us; their real parent may not have yet
-        self._waiting_for_exec = True
+        self._configured: set[int] = {main_pid}  # tracees whose options are their own
+        self._processes: set[int] = set()  # tracees made by fork or vfork, not threads
+        self._main_peak_kib: int | None = None  # the main process's VmHWM at its exit
+        self._children_peak_kib = 0  # the largest ru_maxrss of a reaped child process
         self._main_reaped = False
         self._killed = False
         self.done = False
@@ -214,23 +245,21 @@ class PtraceMonitor:
         self.on_sandboxed: Callable[[], None] | None = None
         """Called once, when a client reports that its post-exec filter is loaded."""
         self.sandboxed = False
-        self.expect_sandboxing = False
-        """Mode (b)/(c): ending before the client's "sandboxed" notice is a set-up error."""
-
-    def no_exec_expected(self) -> None:
-        """The sandboxee runs already (a custom fork server's child): it makes no exec."""
-        self._waiting_for_exec = False
+        """Whether the client's "sandboxed" notice came (modes (b) and (c))."""
 
     def seize(self) -> None:
         """Attaches to the sandboxee; raises OSError if the kernel refuses."""
         try:
-            _ptrace(PTRACE_SEIZE, self.main_pid, 0, SEIZE_OPTIONS)
+            _ptrace(PTRACE_SEIZE, self.main_pid, 0, MAIN_OPTIONS)
         except PtraceError as exc:
             raise OSError(exc.errno or errno.EPERM, f"PTRACE_SEIZE failed: {exc}") from exc
         self._tracees.add(self.main_pid)
 
     def kill(self) -> None:
         """Kills every process of the sandbox (idempotent, from any task of the loop)."""
+        if not self._killed and not self._main_reaped and self._main_peak_kib is None:
+            # A killed process makes no exit stop: measure it now.
+            self._main_peak_kib = _peak_rss_kib(self.main_pid)
         self._killed = True
         if self._init_pidfd is not None:
             try:
@@ -260,10 +289,13 @@ class PtraceMonitor:
         """
         if self.done:
             return False
+        start = time.monotonic()
+        if not self._killed and not self._has_credit(start):
+            return False
         self._sweep_pending = False
         more = False
         try:
-            more = self._drain()
+            more = self._drain(start + _SLICE)
         except Exception as exc:  # the monitor must end the sandbox, never the loop
             logger.exception("ptrace monitor failed")
             self._builder.internal_error(SetupReason.FAILED_MONITOR, f"monitor failed: {exc!r}")
@@ -274,7 +306,22 @@ class PtraceMonitor:
                 self._on_done()
                 return False
             more = self._finish_if_init_exited()
+        self._credit -= time.monotonic() - start
         return more and not self.done
+
+    def _has_credit(self, now: float) -> bool:
+        """Refills the sandbox's credit of monitor time; if none is left, asks to be called
+        once there is some again, and returns False."""
+        self._credit = min(_BURST, self._credit + (now - self._credit_at) * _SHARE)
+        self._credit_at = now
+        if self._credit > 0:
+            self._throttled = False
+            return True
+        if not self._throttled:
+            # The call comes when the credit is positive again (by 1 ms of refill).
+            self._throttled = True
+            self._call_later(-self._credit / _SHARE + 0.001)
+        return False
 
     def _finish_if_init_exited(self) -> bool:
         """After the main process: the run is over once init has exited, which the kernel
@@ -301,8 +348,9 @@ class PtraceMonitor:
             self._when_init_exits()
         return False
 
-    def _drain(self) -> bool:
-        """Drains wait statuses in a bounded batch; returns whether work may be left.
+    def _drain(self, deadline: float) -> bool:
+        """Drains wait statuses in a bounded batch, until ``deadline`` at the latest;
+        returns whether work may be left.
 
         Two ways to find events, with different costs in the kernel (Linux 6.x):
         ``wait4(pid)`` looks at that one task, O(1); ``wait4(-pgid)`` scans every task the
@@ -315,20 +363,20 @@ class PtraceMonitor:
         a fork bomb of n processes would otherwise take O(n^2) to clean up.
         """
         if self._killed:
-            handled = self._sweep(_BATCH)
+            handled = self._sweep(_BATCH, deadline)
             if handled:
                 return True
-            return self._drain_group() > 0
-        handled = self._drain_group()
+            return self._drain_group(deadline) > 0
+        handled = self._drain_group(deadline)
         if handled:
             return True
         if not self._sweep_due():
             return False
-        return self._sweep(len(self._tracees)) > 0
+        return self._sweep(len(self._tracees), deadline) > 0
 
-    def _drain_group(self) -> int:
+    def _drain_group(self, deadline: float) -> int:
         handled = 0
-        while handled < _BATCH:
+        while handled < _BATCH and (not handled or time.monotonic() < deadline):
             try:
                 waited, status, rusage = os.wait4(-self.main_pid, os.WNOHANG | _WALL)
             except ChildProcessError:
@@ -340,9 +388,16 @@ class PtraceMonitor:
             self._handle(waited, status, rusage)
         return handled
 
-    def _sweep(self, limit: int) -> int:
+    def _sweep(self, limit: int, deadline: float) -> int:
+        """Waits for each tracee in turn; a sweep cut short by ``deadline`` resumes where it
+        stopped, so that every tracee is reached however many there are."""
         handled = 0
-        for pid in list(self._tracees):
+        order = list(self._tracees)
+        start = self._sweep_cursor % len(order) if order else 0
+        for checked, pid in enumerate(order[start:] + order[:start]):
+            if checked and time.monotonic() >= deadline:
+                self._sweep_cursor = start + checked
+                return max(handled, 1)  # work is left: come back soon
             try:
                 waited, status, rusage = os.wait4(pid, os.WNOHANG | _WALL)
             except ChildProcessError:
@@ -354,6 +409,7 @@ class PtraceMonitor:
                 handled += 1
                 self._handle(pid, status, rusage)
                 if handled >= limit:
+                    self._sweep_cursor = start + checked + 1
                     break
         return handled
 
@@ -374,30 +430,49 @@ class PtraceMonitor:
             self._call_later(wait)
         return False
 
-    def _handle(self, pid: int, status: int, rusage: object) -> None:
+    def _handle(self, pid: int, status: int, rusage: resource.struct_rusage) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self._tracees.discard(pid)
+            self._configured.discard(pid)
             self._gone.add(pid)
             if pid == self.main_pid:
                 self._main_ended(status, rusage)
+            elif pid in self._processes:
+                self._processes.discard(pid)
+                self._children_peak_kib = max(self._children_peak_kib, rusage.ru_maxrss)
             return
         if not os.WIFSTOPPED(status):
             return
         stop_signal = os.WSTOPSIG(status)
         event = status >> 16
         try:
+            if pid not in self._configured:
+                # Its first stop: it inherited the main process's exit stop; drop it.
+                self._configured.add(pid)
+                _ptrace(PTRACE_SETOPTIONS, pid, 0, SEIZE_OPTIONS)
             if event == PTRACE_EVENT_SECCOMP:
                 self._seccomp_stop(pid)
             elif event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
-                self._tracees.add(_event_message(pid))
+                child = _event_message(pid)
+                self._tracees.add(child)
+                if event != PTRACE_EVENT_CLONE:
+                    self._processes.add(child)
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_EXEC:
                 former = _event_message(pid)
                 if former != pid:
-                    # A non-leader thread exec'd and took over the leader's pid.
+                    # A non-leader thread exec'd and took over the leader's pid (and kept
+                    # its own options).
                     self._tracees.discard(former)
+                    self._configured.discard(former)
+                    if pid == self.main_pid:
+                        _ptrace(PTRACE_SETOPTIONS, pid, 0, MAIN_OPTIONS)
                 if pid == self.main_pid:
-                    self._waiting_for_exec = False
+                    self._judge.exec_done()
+                _ptrace(PTRACE_CONT, pid, 0, 0)
+            elif event == PTRACE_EVENT_EXIT:
+                if pid == self.main_pid:
+                    self._main_peak_kib = _peak_rss_kib(pid)
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_STOP:
                 if stop_signal in _GROUP_STOP_SIGNALS:
@@ -417,58 +492,65 @@ class PtraceMonitor:
 
     def _seccomp_stop(self, pid: int) -> None:
         info = _seccomp_info(pid)
+        if info.op != PTRACE_SYSCALL_INFO_SECCOMP:
+            # A PTRACE_EVENT_SECCOMP stop always has seccomp info (ptrace(2)); never guess.
+            raise RuntimeError(f"a seccomp stop of pid {pid} without seccomp info ({info.op})")
         nr = int(info.nr)
+        args = (
+            int(info.args[0]),
+            int(info.args[1]),
+            int(info.args[2]),
+            int(info.args[3]),
+            int(info.args[4]),
+            int(info.args[5]),
+        )
+        stop = SeccompStop(
+            pid, nr, int(info.arch), int(info.instruction_pointer), args, int(info.ret_data)
+        )
+        decision = self._judge.decide(stop)
         try:
-            arch = Arch(info.arch)
-            name = syscall_name(nr, arch) or ""
-            arch_name = arch.label
+            arch: Arch | None = Arch(info.arch)
         except ValueError:
-            name, arch_name = "", f"audit arch {info.arch:#x}"
-        args = tuple(int(a) for a in info.args)
-        if info.ret_data == TraceCode.EXEC_GATE and self._waiting_for_exec and pid == self.main_pid:
+            arch = None
+        name = (syscall_name(nr, arch) if arch is not None else None) or ""
+        if decision.action is Action.CONTINUE:
             _ptrace(PTRACE_CONT, pid, 0, 0)
             return
-        if info.ret_data == TraceCode.SANDBOXED:
-            # Only the post-exec filter traces this; it then fails with ENOSYS.
+        if decision.action is Action.SANDBOXED:
+            # The notice then fails with ENOSYS: no such syscall.
             _ptrace(PTRACE_CONT, pid, 0, 0)
-            if not self.sandboxed:
-                self.sandboxed = True
-                if self.on_sandboxed is not None:
-                    self.on_sandboxed()
+            self.sandboxed = True
+            if self.on_sandboxed is not None:
+                self.on_sandboxed()
             return
-        if info.ret_data == TraceCode.LEARN and self.syscall_observer is not None:
-            try:
-                arch_value = Arch(info.arch)
-            except ValueError:
-                pass  # a foreign architecture is a violation even while learning
-            else:
-                self.syscall_observer(
-                    SyscallEvent(
-                        pid,
-                        nr,
-                        arch_value,
-                        (args[0], args[1], args[2], args[3], args[4], args[5]),
-                        name or None,
-                    )
-                )
-                _ptrace(PTRACE_CONT, pid, 0, 0)
-                return
-        if self._waiting_for_exec and pid == self.main_pid and name == "exit_group":
+        if (
+            decision.action is Action.OBSERVE
+            and arch is not None
+            and self.syscall_observer is not None
+        ):
+            self.syscall_observer(SyscallEvent(pid, nr, arch, args, name or None))
+            _ptrace(PTRACE_CONT, pid, 0, 0)
+            return
+        if decision.action is Action.SETUP_FAILED and pid == self.main_pid and name == "exit_group":
             # The exec failed and the set-up code reports its errno as the exit status.
             self._builder.setup_failed(
                 SetupReason.FAILED_MONITOR, _exec_failure(args[0] & 0xFFFFFFFF)
             )
             self.kill()
             return
+        arch_name = arch.label if arch is not None else f"audit arch {info.arch:#x}"
+        description = describe_syscall(name or None, nr, args, _read_string(pid))
+        if decision.note:
+            description += f" [{decision.note}]"
         violation = Violation(
             syscall_name=name,
             syscall_nr=nr,
-            args=(args[0], args[1], args[2], args[3], args[4], args[5]),
+            args=args,
             arch=arch_name,
             pid=pid,
-            description=describe_syscall(name or None, nr, args, _read_string(pid)),
+            description=description,
         )
-        if self._waiting_for_exec:
+        if decision.action is Action.SETUP_FAILED:
             self._builder.setup_failed(
                 SetupReason.FAILED_MONITOR,
                 "the set-up made a syscall the policy forbids before exec: "
@@ -480,24 +562,48 @@ class PtraceMonitor:
         # The tracee stays stopped before the syscall; the kill ends it there.
         self.kill()
 
-    def _main_ended(self, status: int, rusage: object) -> None:
+    def _main_ended(self, status: int, rusage: resource.struct_rusage) -> None:
         self._main_reaped = True
         exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        if self._waiting_for_exec and not self._killed:
+        if self._judge.phase is Phase.BEFORE_EXEC and not self._killed:
             detail = (
                 _exec_failure(exit_code)
                 if exit_code is not None
                 else f"the sandboxee died of signal {signal_number} before exec"
             )
             self._builder.setup_failed(SetupReason.FAILED_MONITOR, detail)
-        elif self.expect_sandboxing and not self.sandboxed and not self._killed:
+        elif self._judge.phase is Phase.AWAITING_NOTICE and not self._killed:
             self._builder.setup_failed(
                 SetupReason.FAILED_WAIT, "the sandboxee ended before calling sandbox_me_here()"
             )
-        self._builder.main_exited(exit_code, signal_number, rusage)  # type: ignore[arg-type]
+        self._builder.main_exited(exit_code, signal_number, self._sandboxee_rusage(rusage))
         # Whatever the main process left behind dies with the namespace.
         self.kill()
+
+    def _sandboxee_rusage(self, rusage: resource.struct_rusage) -> resource.struct_rusage:
+        """The main process's rusage, with ``ru_maxrss`` the sandboxee's own peak: the
+        largest of the main process's (measured at its exit, or when it was killed) and of
+        every child process it forked.  wait4's figure would count the set-up image the
+        main process exec'd from (kernel: the peak of an mm replaced by exec is kept), ~9
+        MiB for any program.  Without a measurement (the process vanished first) it stays."""
+        if self._main_peak_kib is None:
+            return rusage
+        fields = list(rusage)
+        fields[2] = max(self._main_peak_kib, self._children_peak_kib)
+        return resource.struct_rusage(fields)
+
+
+def _peak_rss_kib(pid: int) -> int | None:
+    """A process's peak resident set (``VmHWM``, KiB), or None once it has no memory."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _exec_failure(error: int | None) -> str:

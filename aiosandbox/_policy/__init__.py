@@ -24,6 +24,7 @@ from aiosandbox._policy._policy import Mount as Mount
 from aiosandbox._policy._policy import MountKind as MountKind
 from aiosandbox._policy._policy import Policy as Policy
 from aiosandbox._policy._policy import kernel_filter as kernel_filter
+from aiosandbox._policy._policy import kernel_instructions as kernel_instructions
 
 __all__ = [
     "EXEC_MAGIC",
@@ -43,6 +44,7 @@ __all__ = [
     "disassemble",
     "evaluate",
     "kernel_filter",
+    "kernel_instructions",
     "pack_program",
     "syscall_name",
     "syscall_number",

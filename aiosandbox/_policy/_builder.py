@@ -541,6 +541,19 @@ class PolicyBuilder:
             )
         return self
 
+    def allow_prctl_option(self, option: int) -> Self:
+        """Allow prctl when its option (arg 0) is ``option``, whatever its other arguments.
+
+        ``aiosandbox learn`` writes one of these per option a workload used rather than all
+        of prctl, whose other options (``PR_SET_SECCOMP``, ``PR_SET_PTRACER``,
+        ``PR_SET_MM``, ``PR_CAP_AMBIENT``, ...) then stay forbidden.
+        """
+        if isinstance(option, bool) or not isinstance(option, int) or not 0 <= option <= 0xFFFFFFFF:
+            raise PolicyError(f"a prctl option is a 32-bit int, got {option!r}")
+        if self._first_time(f"prctl:{option}"):
+            self._helper_block(["prctl"], [ARG_32(0), JEQ32(option, ALLOW)])
+        return self
+
     def allow_get_rlimit(self) -> Self:
         """Allow getrlimit, ugetrlimit, and prlimit64 when it sets no limit (arg 2 is NULL)."""
         if self._first_time("get_rlimit"):

@@ -14,7 +14,11 @@ The program has three parts, always in this order (Sandbox2's ``Policy::GetPolic
    first exec through and refuse any later one. The post-exec flavour (loaded by
    ``Client.sandbox_me_here()``) has instead the *sandboxed notice*: the magic syscall with
    ``SANDBOXED_MAGIC`` returns ``TRACE(SANDBOXED)``, which tells the monitor that the
-   client's filter is in place.
+   client's filter is in place; and ``rseq`` is allowed (glibc registered it for the main
+   thread while the process ran unfiltered, and then registers every new thread).
+   Neither trace value proves anything by itself: a sandboxee may stack filters of its own
+   whose data the kernel reports instead of ours, so the monitor re-runs this program over
+   the stopped syscall (aiosandbox/_monitor/_verdict.py).
 3. The *default policy* (escape hatches closed whatever the user allows: ptrace, bpf, clone3,
    namespace-creating clone/unshare, seccomp user-notification listeners) and then the *user
    program* (the builder's rules in call order, ending with the default action).
@@ -62,7 +66,6 @@ from aiosandbox._policy._bpf import (
     check_default_action,
     check_program,
     jump,
-    pack_program,
 )
 
 __all__ = [
@@ -72,7 +75,6 @@ __all__ = [
     "SANDBOXED_MAGIC",
     "TraceCode",
     "compile_program",
-    "kernel_program",
     "rule_allow",
     "rule_block",
 ]
@@ -210,15 +212,22 @@ def _exec_gate(arch: Arch) -> list[Instruction]:
     ]
 
 
-def _sandboxed_notice() -> list[Instruction]:
+def _sandboxed_notice(arch: Arch) -> list[Instruction]:
     # if nr == MAGIC and low32(arg0) == SANDBOXED_MAGIC: TRACE(SANDBOXED); A := nr
-    return [
+    notice = [
         _jeq(MAGIC_SYSCALL_NR, 0, 4),
         ARG_32(0),
         _jeq(SANDBOXED_MAGIC, 0, 1),
         TRACE(TraceCode.SANDBOXED),
         LOAD_SYSCALL_NR,
     ]
+    # The process ran unfiltered before sandbox_me_here(), so glibc (2.35+) may have
+    # registered rseq for its main thread; it then registers every new thread too and aborts
+    # the thread ("rseq registration failed") if that fails. Registering rseq only tells the
+    # kernel where this thread's own rseq area is: harmless, and allowed here whatever the
+    # user rules (the start-up helpers answer ENOSYS, which suits a process that starts
+    # filtered).
+    return notice + list(rule_allow(syscall_number("rseq", arch)))
 
 
 def _screen_flags(nr: int, arg: int, flags: int) -> list[Instruction]:
@@ -276,7 +285,7 @@ def compile_program(
     rewrite = _to_violation if for_kernel else _identity
     program = [rewrite(i) for i in _header(arch)]
     # Both are added as written: the monitor must see their TRACE codes.
-    program += _exec_gate(arch) if pre_exec else _sandboxed_notice()
+    program += _exec_gate(arch) if pre_exec else _sandboxed_notice(arch)
     program += (rewrite(i) for i in _default_policy(arch, user_handles_ptrace, user_handles_bpf))
     program += (rewrite(i) for i in user)
     if len(program) > BPF_MAXINSNS:
@@ -315,24 +324,3 @@ def _to_violation(insn: Instruction) -> Instruction:
     if insn.k & SECCOMP_RET_ACTION_FULL in _PASS_THROUGH or insn == _LEARN:
         return insn
     return _VIOLATION
-
-
-def kernel_program(
-    *,
-    arch: Arch,
-    user_program: Sequence[Instruction],
-    pre_exec: bool,
-    user_handles_ptrace: bool,
-    user_handles_bpf: bool,
-) -> bytes:
-    """The packed kernel-facing program; see :func:`compile_program`."""
-    return pack_program(
-        compile_program(
-            arch=arch,
-            user_program=user_program,
-            pre_exec=pre_exec,
-            user_handles_ptrace=user_handles_ptrace,
-            user_handles_bpf=user_handles_bpf,
-            for_kernel=True,
-        )
-    )

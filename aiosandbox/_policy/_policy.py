@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from aiosandbox._policy._arch import HOST_ARCH, Arch, syscall_name
-from aiosandbox._policy._bpf import Instruction
-from aiosandbox._policy._compiler import compile_program, kernel_program
+from aiosandbox._policy._bpf import Instruction, pack_program
+from aiosandbox._policy._compiler import compile_program
 
 __all__ = [
     "DEFAULT_HOSTNAME",
@@ -19,6 +19,7 @@ __all__ = [
     "MountKind",
     "Policy",
     "kernel_filter",
+    "kernel_instructions",
 ]
 
 DEFAULT_HOSTNAME = "sandbox2"
@@ -171,13 +172,41 @@ class Policy:
             user_handles_bpf=self.user_handles_bpf,
         )
         object.__setattr__(self, "program", program)
-        # kernel_filter() results by pre_exec flavour: a policy is typically run many times,
-        # and re-packing costs a noticeable share of a sandbox's start-up.
+        # kernel_instructions() and kernel_filter() results by pre_exec flavour: a policy is
+        # typically run many times, and compiling and packing cost a noticeable share of a
+        # sandbox's start-up.
+        object.__setattr__(self, "_kernel_programs", {})
         object.__setattr__(self, "_kernel_filters", {})
 
     def syscalls(self) -> tuple[str, ...]:
         """The names of the syscalls the user rules mention, in first-use order."""
         return tuple(syscall_name(nr, self.arch) or f"syscall_{nr}" for nr in self.rule_syscalls)
+
+
+def kernel_instructions(policy: Policy, *, pre_exec: bool = True) -> tuple[Instruction, ...]:
+    """Return the program the kernel runs for ``policy``, as instructions.
+
+    The monitor runs this very program over a stopped syscall's registers to learn what our
+    filter decided (the kernel's trace data alone proves nothing: the sandboxee may stack
+    filters of its own). :func:`kernel_filter` is the same program, packed.
+
+    Args:
+        policy: the built policy.
+        pre_exec: the flavour loaded before exec (with the exec gate); False for the one
+            ``Client.sandbox_me_here()`` loads (with the "sandboxed" notice).
+    """
+    cache: dict[bool, tuple[Instruction, ...]] = policy.__dict__["_kernel_programs"]
+    program = cache.get(pre_exec)
+    if program is None:
+        program = cache[pre_exec] = compile_program(
+            arch=policy.arch,
+            user_program=policy.user_program,
+            pre_exec=pre_exec,
+            user_handles_ptrace=policy.user_handles_ptrace,
+            user_handles_bpf=policy.user_handles_bpf,
+            for_kernel=True,
+        )
+    return program
 
 
 def kernel_filter(policy: Policy, *, pre_exec: bool = True) -> bytes:
@@ -203,11 +232,5 @@ def kernel_filter(policy: Policy, *, pre_exec: bool = True) -> bytes:
     cache: dict[bool, bytes] = policy.__dict__["_kernel_filters"]
     packed = cache.get(pre_exec)
     if packed is None:
-        packed = cache[pre_exec] = kernel_program(
-            arch=policy.arch,
-            user_program=policy.user_program,
-            pre_exec=pre_exec,
-            user_handles_ptrace=policy.user_handles_ptrace,
-            user_handles_bpf=policy.user_handles_bpf,
-        )
+        packed = cache[pre_exec] = pack_program(kernel_instructions(policy, pre_exec=pre_exec))
     return packed

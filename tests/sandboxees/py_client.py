@@ -7,12 +7,14 @@
 Serving requests: receive strings and answer each; "" ends with exit code 0; "socket"
 makes a TCP socket (a violation under the Python preset); "pid" answers the pid; "msg"
 echoes one msgpack message; "fd" reads a received fd and answers its bytes; "read:N" answers
-what fd N holds; "named:NAME" what the fd mapped under NAME holds; "exit:N" exits with N.
+what fd N holds; "named:NAME" what the fd mapped under NAME holds; "exit:N" exits with N;
+"thread" answers a sum computed in a new thread.
 """
 
 import os
 import socket
 import sys
+import threading
 
 from aiosandbox.client import Client, ForkingClient
 
@@ -38,6 +40,12 @@ def serve(client: Client) -> None:
             comms.send_bytes(os.read(client.get_mapped_fd(request[6:]), 1 << 16))
         elif request.startswith("read:"):
             comms.send_bytes(os.read(int(request[5:]), 1 << 16))
+        elif request == "thread":
+            sums: list[int] = []
+            worker = threading.Thread(target=sums.append, args=(sum(range(100)),))
+            worker.start()
+            worker.join()
+            comms.send_string(f"thread says {sums[0]}")
         elif request.startswith("exit:"):
             sys.exit(int(request[5:]))
         else:
