@@ -77,6 +77,8 @@ def _syscalls(*names: str) -> Grant:
 
 # route: (argv, what the route needs besides the preset, the syscall that is the violation)
 HOSTILE: dict[str, tuple[list[str], Grant, str]] = {
+    # Open before: allow_dynamic_startup allowed mprotect to PROT_READ|PROT_EXEC.
+    "mprotect RX of written memory": (["mprotect"], _none, "mprotect"),
     # Open before: the persona made a read-write mapping executable.
     "personality(READ_IMPLIES_EXEC)": (["persona"], _syscalls("personality"), "personality"),
     "personality(PER_SVR4), which maps page 0 executable at exec": (
@@ -150,7 +152,7 @@ def python_client_policy() -> PolicyBuilder:
 
 @pytest.mark.parametrize(
     ("route", "grant", "syscall"),
-    [("persona", _syscalls("personality"), "personality")],
+    [("mprotect", _none, "mprotect"), ("persona", _syscalls("personality"), "personality")],
 )
 async def test_a_python_client_cannot_run_code_it_wrote(
     route: str, grant: Grant, syscall: str
