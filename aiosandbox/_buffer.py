@@ -20,11 +20,20 @@ writable shared mapping exists.  Sparse memory: ``ftruncate`` reserves no pages,
 1 GiB Buffer costs only the pages someone touches.  The contents are the peer's to change
 at any moment: treat them as untrusted input.
 
+:meth:`Buffer.create` also asks for ``MFD_NOEXEC_SEAL`` (Linux 6.3+; older kernels refuse
+the flag with ``EINVAL`` and get a Buffer without it): the memfd's mode loses its execute
+bits and ``F_SEAL_EXEC`` keeps them off, so no peer can ``execve`` what was written into
+it.  That is all it does: the kernel checks only the mount for ``mmap(PROT_EXEC)`` of a
+file (``path_noexec``), and a memfd's internal mount is never ``noexec``, so a sandboxee
+whose policy maps files executable (``allow_dynamic_startup``, ``allow_python``,
+``allow_mmap``) can map a Buffer it holds executable and run what it wrote there.
+
 Standard library only: the sandboxee's client uses Buffer too.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
@@ -40,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["Buffer"]
 
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+# linux/memfd.h (Linux 6.3); Python has the name from 3.12 on. It implies MFD_ALLOW_SEALING.
+_MFD_NOEXEC_SEAL: int = getattr(os, "MFD_NOEXEC_SEAL", 0x0008)
 
 
 class Buffer:
@@ -68,13 +79,22 @@ class Buffer:
     def create(cls, size: int, *, name: str = "aiosandbox-buffer") -> Buffer:
         """A new zero-filled Buffer of ``size`` bytes (sparse: no memory until touched).
 
+        Its memfd cannot be made executable for ``execve`` (``MFD_NOEXEC_SEAL``, Linux
+        6.3+); see the module docstring for what that does not prevent.
+
         Raises:
             ValueError: ``size`` is not positive.
             OSError: the kernel refused (no memfd, no address space).
         """
         if size <= 0:
             raise ValueError(f"a Buffer needs a positive size, not {size}")
-        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+        try:
+            fd = os.memfd_create(name, flags | _MFD_NOEXEC_SEAL)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            fd = os.memfd_create(name, flags)  # a kernel before 6.3 (see above)
         try:
             os.ftruncate(fd, size)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)

@@ -305,7 +305,8 @@ ROWS = [
         [use("put", "/scratch/x")], errno.ENOENT, extra=read_files),
     Row("set_hostname", lambda b, p: b.set_hostname("box"), [use("hostname", "box")], 101),
     Row("dynamic_startup", lambda b, p: b.allow_dynamic_startup(), [use("nothing")], "*",
-        outside=[(("mprotect", RWX), "mprotect")], binary="dynamic",
+        outside=[(("mprotect", RWX), "mprotect"), (("mprotect", RX), "mprotect")],
+        binary="dynamic",
         base=lambda b, p: b.allow_exit().add_libraries_for_binary(p.dynamic)),
     # Without its loader and libraries a dynamic binary cannot even be exec'd.
     Row("add_libraries_for_binary", lambda b, p: b.add_libraries_for_binary(p.dynamic),

@@ -203,6 +203,8 @@ def test_the_policy_grants_what_it_says() -> None:
     anonymous = MAP_PRIVATE | MAP_ANONYMOUS
     rwx = PROT_READ | PROT_WRITE | PROT_EXEC
     assert bpf.evaluate(policy, "mmap", (0, 4096, rwx, anonymous, -1, 0)) == bpf.KILL
+    rx = PROT_READ | PROT_EXEC
+    assert bpf.evaluate(policy, "mprotect", (0, 4096, rx)) == bpf.KILL
 
 
 def test_the_mounts_are_the_interpreter_its_libraries_and_sys_path_read_only() -> None:

@@ -593,15 +593,30 @@ class PolicyBuilder:
     def allow_dynamic_startup(self) -> Self:
         """Allow what a dynamically linked binary's loader does before ``main``.
 
-        Everything :meth:`allow_static_startup` allows, plus access, open, read and stat
-        families, lseek, close, munmap; mprotect to R, NONE, RW or RX; and the loader's
-        mappings: mmap R + PRIVATE; RW + FILE|PRIVATE|FIXED|DENYWRITE, ANON|PRIVATE|FIXED or
-        ANON|PRIVATE; RX + PRIVATE|DENYWRITE, with or without FIXED.
+        The same rules serve every ``dlopen`` after it. Everything
+        :meth:`allow_static_startup` allows, plus access, open, read and stat families,
+        lseek, close, munmap; mprotect to R, NONE or RW; and the loader's mappings: mmap
+        R + PRIVATE; RW + PRIVATE|FIXED|DENYWRITE (of a file), ANON|PRIVATE|FIXED or
+        ANON|PRIVATE; RX + PRIVATE|DENYWRITE (of a file), with or without FIXED.
+
+        Executable memory comes only from mapping a file: never anonymous, and mprotect
+        never adds ``PROT_EXEC``, unlike Sandbox2's ``AllowDynamicStartup``, which allows
+        mprotect to RX. That is all glibc's loader does for ordinary libraries. A library
+        with text relocations (``DT_TEXTREL``) or one that asks for an executable stack
+        (``PT_GNU_STACK`` RWX, which glibc before 2.41 grants with
+        ``mprotect(PROT_READ|PROT_WRITE|PROT_EXEC|PROT_GROWSDOWN)``) needs
+        :meth:`allow_mprotect`. The kernel refuses ``PROT_EXEC`` for a file on a
+        ``noexec`` mount, but not for a memfd: one the sandboxee can write (a
+        :class:`Buffer` it was sent, say) can be mapped executable under this rule;
+        ``MFD_NOEXEC_SEAL`` stops only ``execve`` of it.
         """
         if not self._first_time("dynamic_startup"):
             return self
         self.allow_access().allow_open().allow_read().allow_stat()
         self._allow_names("lseek", "_llseek", "close", "munmap")
+        # RELRO is made read-only (R), gaps between segments inaccessible (NONE) and
+        # thread stacks writable (RW). Nothing the loader maps needs PROT_EXEC added later:
+        # an mprotect to RX would turn memory the sandboxee wrote into code.
         self._helper_block(
             ["mprotect"],
             [
@@ -609,7 +624,6 @@ class PolicyBuilder:
                 JEQ32(PROT_READ, ALLOW),
                 JEQ32(PROT_NONE, ALLOW),
                 JEQ32(PROT_READ | PROT_WRITE, ALLOW),
-                JEQ32(PROT_READ | PROT_EXEC, ALLOW),
             ],
         )
         self.allow_static_startup()
@@ -636,6 +650,8 @@ class PolicyBuilder:
                 JEQ32(MAP_ANONYMOUS | MAP_PRIVATE, ALLOW),
                 JUMP("done"),
                 LABEL("rx"),
+                # A library's code: no MAP_ANONYMOUS, so the kernel needs an fd, whose
+                # mount it checks for noexec (mm/mmap.c, path_noexec).
                 ARG_32(3),
                 JEQ32(MAP_PRIVATE | MAP_DENYWRITE, ALLOW),
                 JEQ32(MAP_PRIVATE | MAP_DENYWRITE | MAP_FIXED, ALLOW),
@@ -727,7 +743,13 @@ class PolicyBuilder:
     # --- plain syscall groups (inventory table 3.2) -------------------------------------
 
     def allow_mmap(self) -> Self:
-        """Allow mmap and mmap2 with any arguments, executable mappings included."""
+        """Allow mmap and mmap2 with any arguments, executable mappings included (Sandbox2's
+        ``AllowMmap(MapExec)``).
+
+        The opt-in for writable and executable memory: anonymous
+        ``PROT_READ|PROT_WRITE|PROT_EXEC`` mappings, which a JIT and libffi's closures
+        (Python's ``ctypes`` callbacks) need. Prefer :meth:`allow_mmap_without_exec`.
+        """
         return self._allow_names("mmap", "mmap2")
 
     def allow_exit(self) -> Self:
@@ -932,19 +954,37 @@ class PolicyBuilder:
 
     # --- memory: mprotect, madvise, shared memory ---------------------------------------
     #
-    # Sandbox2 guards executable mappings with a ``MapExec`` token
-    # (``AllowMmap(MapExec)``); its builder grants the token by default, and so does this
-    # one: there is no token, and the helpers that allow executable mappings say so in
-    # their name or docstring (allow_mmap, allow_mprotect, allow_pkey_mprotect,
-    # allow_dynamic_startup).
+    # Executable memory. Sandbox2 guards executable mappings with a ``MapExec`` token
+    # (``AllowMmap(MapExec)``) that its builder grants by default; here there is no token:
+    #
+    # * Memory the sandboxee can write never becomes executable under a helper, except
+    #   the three whose docstrings say so: allow_mmap (any mmap, PROT_WRITE|PROT_EXEC
+    #   anonymous memory included), allow_mprotect and allow_pkey_mprotect (PROT_EXEC
+    #   added to memory already written). Raw rules (allow_syscall("mmap"),
+    #   add_policy_on_mmap, default_action(ALLOW)) grant what they say.
+    # * allow_dynamic_startup (and through it allow_python and allow_llvm_sanitizers)
+    #   maps files PROT_READ|PROT_EXEC, never anonymous memory, and its mprotect rule
+    #   never adds PROT_EXEC. The kernel refuses PROT_EXEC on a file of a noexec mount,
+    #   which every writable mount and tmpfs is unless the policy asks otherwise; what is
+    #   left is a writable file on no such mount: a memfd (no helper allows memfd_create),
+    #   a Buffer, or an fd the caller hands in. MFD_NOEXEC_SEAL does not help there: it
+    #   stops execve and chmod, not mmap(PROT_EXEC) (mm/memfd.c; seen on Linux 6.18).
+    # * The default policy (_compiler.py) refuses the flags that make memory executable
+    #   behind these rules: the personas READ_IMPLIES_EXEC and MMAP_PAGE_ZERO, and shmat
+    #   with SHM_EXEC.
 
     def allow_mprotect(self) -> Self:
         """Allow mprotect with any protection, ``PROT_EXEC`` included (Sandbox2's
-        ``AllowMprotect(MapExec)``); prefer :meth:`allow_mprotect_without_exec`."""
+        ``AllowMprotect(MapExec)``): memory the sandboxee wrote can become code.
+
+        What text relocations and executable stacks need (see
+        :meth:`allow_dynamic_startup`); prefer :meth:`allow_mprotect_without_exec`.
+        """
         return self._allow_names("mprotect")
 
     def allow_pkey_mprotect(self) -> Self:
-        """Allow pkey_mprotect with any protection, ``PROT_EXEC`` included."""
+        """Allow pkey_mprotect with any protection, ``PROT_EXEC`` included (Sandbox2's
+        ``AllowPkeyMprotect(MapExec)``): memory the sandboxee wrote can become code."""
         return self._allow_names("pkey_mprotect")
 
     def allow_pkey_mprotect_without_exec(self) -> Self:
@@ -1331,7 +1371,12 @@ class PolicyBuilder:
 
     def allow_write_executable(self) -> Self:
         """Keep writable bind mounts executable (Sandbox2's ``Allow(WriteExecutable)``);
-        by default they are mounted ``noexec``."""
+        by default they are mounted ``noexec``.
+
+        Files the sandboxee writes there can then be executed, and mapped executable under
+        :meth:`allow_dynamic_startup`'s rule. This is about files; writable and executable
+        *memory* is :meth:`allow_mmap`'s opt-in.
+        """
         self._write_executable = True
         return self
 
@@ -1744,7 +1789,11 @@ class PolicyBuilder:
         ``isatty``, time, randomness, signals, threads (``clone`` with ``CLONE_THREAD``),
         and the file calls that fail with ``EROFS`` outside a tmpfs (so ``__pycache__``
         writes fail softly). Nothing else: no sockets, no new processes, no exec, no
-        writable mount; add a tmpfs (``add_tmpfs("/tmp", ...)``) for scratch files.
+        writable mount; add a tmpfs (``add_tmpfs("/tmp", ...)``) for scratch files. No
+        executable memory but the loader's mappings of library files
+        (:meth:`allow_dynamic_startup`): ``ctypes`` imports and calls C functions, but a
+        ctypes callback (libffi maps its closures writable and executable) needs
+        :meth:`allow_mmap` too.
 
         Example::
 

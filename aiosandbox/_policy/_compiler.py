@@ -20,8 +20,10 @@ The program has three parts, always in this order (Sandbox2's ``Policy::GetPolic
    whose data the kernel reports instead of ours, so the monitor re-runs this program over
    the stopped syscall (aiosandbox/_monitor/_verdict.py).
 3. The *default policy* (escape hatches closed whatever the user allows: ptrace, bpf, clone3,
-   namespace-creating clone/unshare, seccomp user-notification listeners) and then the *user
-   program* (the builder's rules in call order, ending with the default action).
+   namespace-creating clone/unshare, seccomp user-notification listeners, and the flags that
+   make memory executable behind the user's mmap and mprotect rules: the personas
+   ``READ_IMPLIES_EXEC`` and ``MMAP_PAGE_ZERO``, ``shmat`` with ``SHM_EXEC``) and then the
+   *user program* (the builder's rules in call order, ending with the default action).
 
 Every part leaves ``A`` = syscall number for the next one, so the parts concatenate; no jump
 crosses a part boundary, which is what lets the exec gate be left out without relinking.
@@ -40,7 +42,7 @@ import enum
 from collections.abc import Iterable, Sequence
 
 from aiosandbox._exceptions import PolicyError
-from aiosandbox._policy._arch import Arch, syscall_number
+from aiosandbox._policy._arch import Arch, syscall_number, syscall_number_or_none
 from aiosandbox._policy._bpf import (
     ALLOW,
     ARG_32,
@@ -135,6 +137,16 @@ _NAMESPACE_FLAGS = (
 _CLONE_FORBIDDEN = _NAMESPACE_FLAGS | _CLONE_UNTRACED
 _UNSHARE_FORBIDDEN = _NAMESPACE_FLAGS | _CLONE_NEWTIME
 _SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+# linux/personality.h. READ_IMPLIES_EXEC adds PROT_EXEC to every PROT_READ mapping made
+# from then on (mm/mmap.c do_mmap, mm/mprotect.c) and to the heap (VM_DATA_DEFAULT_FLAGS);
+# MMAP_PAGE_ZERO maps page 0 PROT_READ|PROT_EXEC at the next execve (fs/binfmt_elf.c).
+# 0xffffffff only queries the persona (kernel/exec_domain.c).
+_READ_IMPLIES_EXEC = 0x0400000
+_MMAP_PAGE_ZERO = 0x0100000
+_EXEC_PERSONAS = _READ_IMPLIES_EXEC | _MMAP_PAGE_ZERO
+_PERSONALITY_QUERY = 0xFFFFFFFF
+# linux/shm.h: shmat(2)'s "execute access" flag.
+_SHM_EXEC = 0o100000
 
 
 def _jeq(value: int, jt: int, jf: int) -> Instruction:
@@ -250,7 +262,28 @@ def _default_policy(
     out += _screen_flags(syscall_number("unshare", arch), 0, _UNSHARE_FORBIDDEN)
     # A listener would let the sandboxee answer its own (or its children's) syscalls.
     out += _screen_flags(syscall_number("seccomp", arch), 1, _SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    # Executable memory by a flag, whatever rule allows the syscall: no helper's mmap or
+    # mprotect rule could see it (see _builder.py, "executable memory").
+    out += _screen_personality(syscall_number("personality", arch))
+    # libseccomp's i386 table reaches shmat only through ipc(2); aiosandbox's hosts are
+    # x86-64 and aarch64, whose filters kill every i386 syscall in the header.
+    shmat = syscall_number_or_none("shmat", arch)
+    if shmat is not None:
+        out += _screen_flags(shmat, 2, _SHM_EXEC)
     return out
+
+
+def _screen_personality(nr: int) -> list[Instruction]:
+    # if nr == personality and low32(arg0) != QUERY and low32(arg0) & EXEC_PERSONAS: KILL
+    # (personality(2) takes an unsigned int: the upper half is not looked at.)
+    return [
+        _jeq(nr, 0, 5),
+        ARG_32(0),
+        _jeq(_PERSONALITY_QUERY, 2, 0),  # the query changes nothing: to the reload
+        _jset(_EXEC_PERSONAS, 0, 1),
+        KILL,
+        LOAD_SYSCALL_NR,
+    ]
 
 
 def compile_program(

@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 ``allow_python`` lets a CPython 3 interpreter start and run ordinary pure-Python code (the
 standard library, reading stdin, printing, exceptions, threads) and nothing more: no
-network, no new processes, no exec, no writes outside a tmpfs the caller adds.  It has two
-halves:
+network, no new processes, no exec, no writes outside a tmpfs the caller adds, no
+executable memory but the loader's mappings of library files.  It has two halves:
 
 * *Files*, found by asking the interpreter itself: it is run once on the host (``-I``, empty
   environment, as the sandbox will run it) to print ``sys.path``.  Every existing absolute
@@ -19,7 +19,15 @@ halves:
   Python preset was made").  Writing needs no rule of its own here: the sandbox's root and
   every mount the preset adds are read-only, so ``open(..., "w")``, ``mkdir`` or ``rename``
   fail with ``EROFS`` except inside a tmpfs; allowing those syscalls lets CPython's import
-  system try (and fail) to write ``__pycache__`` instead of dying for it.
+  system try (and fail) to write ``__pycache__`` instead of dying for it.  Memory comes
+  from ``allow_dynamic_startup`` and ``allow_system_malloc`` and thread stacks, none of
+  which makes anonymous memory executable or adds ``PROT_EXEC`` with mprotect: tracing
+  CPython 3.11.2 importing every extension module of its standard library
+  (``_ctypes``, ``_ssl``, ``_json``, ``_decimal``, ``_sqlite3``, ...) and running threads
+  shows ``PROT_EXEC`` only in ``mmap(PROT_READ|PROT_EXEC, MAP_PRIVATE|MAP_FIXED|
+  MAP_DENYWRITE, fd)`` of a library, and mprotect only to R or RW.  The one exception is a
+  ``ctypes`` callback: libffi 3.4 maps its closure ``PROT_READ|PROT_WRITE|PROT_EXEC``
+  anonymous, a violation unless the caller adds ``allow_mmap()``.
 
 Everything a syscall rule needs that the public helpers do not express (threads' ``clone``,
 thread stacks, ``madvise``) is added as a *helper block* that falls through, so a rule the
