@@ -7,7 +7,10 @@ The workload runs under :func:`learning_policy`: every syscall that no rule deci
 The sandbox shows the host's file system read-only (every top-level directory but the
 pseudo and volatile ones), a tmpfs at ``/tmp`` and three harmless devices; there is no
 ``/proc``, ``/sys`` or ``/run``.  Learning is *not* a sandbox: nothing is denied, so learn
-only workloads you trust.
+only workloads you trust.  The file system is still a sandbox's, though: every mount is
+nodev (but the three devices it names), and the workload has an unprivileged user's rights
+on the host's files, also when ``aiosandbox learn`` runs as root (it cannot read
+``/etc/shadow``: see :func:`aiosandbox._sandbox.host_ids`).
 
 The :class:`Recorder` is the pure core: it is fed syscalls (number, arguments, the path
 strings read from the tracee) and keeps, in first-use order, what the workload did:

@@ -16,8 +16,10 @@ sandbox are reaped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+import pwd
 import resource
 import select
 import signal
@@ -54,6 +56,7 @@ from ._forkserver._server import (
 from ._monitor._ptrace import PtraceMonitor, SyscallEvent
 from ._monitor._verdict import Phase, StopJudge
 from ._policy import MountKind, Policy, kernel_filter, kernel_instructions, syscall_number
+from ._policy._builder import tmpfs_inodes
 from ._result import Result, ResultBuilder, SetupReason, Status
 from .bpf import KILL, evaluate
 
@@ -86,10 +89,23 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
     for which, value in pairs:
         v = _RLIM_INFINITY if value is None else min(value, _RLIM_INFINITY)
         out.append((which, v, v))
-    return out
+    return out + [(which, v, v) for which, v in _PER_SANDBOX_RLIMITS]
 
 
-def _mount_specs(policy: Policy) -> list[tuple[str, bytes, bytes | None, bool, int | None]]:
+# Rlimits that bound a per-user count: the sandbox's processes are counted in its own user
+# namespace against the sandboxee's limit, and on the host against the supervisor uid's,
+# which is host-wide (getrlimit(2), user_namespaces(7)).  Small so that a sandbox cannot
+# take its uid's share: queued real-time signals (POSIX asks for at least 32) and the bytes
+# of POSIX message queues (one of the default 10 x 8 KiB fits).
+_PER_SANDBOX_RLIMITS = (
+    (resource.RLIMIT_SIGPENDING, 1024),
+    (resource.RLIMIT_MSGQUEUE, 128 << 10),
+)
+
+
+def _mount_specs(
+    policy: Policy,
+) -> list[tuple[str, bytes, bytes | None, bool, int | None, int | None]]:
     # Parents before children, in call order otherwise: a later mount on a parent would
     # hide a child mounted before it.
     ordered = sorted(policy.mounts, key=lambda m: m.target.rstrip("/").count("/"))
@@ -100,9 +116,109 @@ def _mount_specs(policy: Policy) -> list[tuple[str, bytes, bytes | None, bool, i
             None if m.source is None else os.fsencode(m.source),
             m.writable,
             m.size,
+            m.inodes,
         )
         for m in ordered
     ]
+
+
+_ROOT_TMPFS_SIZE = 1 << 20  # what the fork server mounts as the root (size=1m)
+
+
+def root_inodes(policy: Policy) -> int:
+    """The inode limit of the sandbox's root tmpfs.
+
+    The root holds only the mount points the fork server creates: each mount target adds
+    at most one inode per path component (itself and its missing parents), and the root
+    directory is one more. A writable root holds as much as a tmpfs of its size besides.
+    """
+    points = 1 + sum(m.target.count("/") for m in policy.mounts)
+    return points + (tmpfs_inodes(_ROOT_TMPFS_SIZE) if policy.root_writable else 0)
+
+
+# Per-sandbox caps on the per-user counts of /proc/sys/user (sysctl/user.rst): what the
+# sandbox takes is charged to the supervisor's uid on the host as well, whose limits are
+# host-wide (128 inotify instances by default).  Small enough for many sandboxes to fit
+# in the host's limits, large enough for a program that watches a tree.
+_NOTIFY_COUNTS = {
+    ("inotify_init", "inotify_init1"): (
+        ("max_inotify_instances", 16),
+        ("max_inotify_watches", 8192),
+    ),
+    ("fanotify_init",): (("max_fanotify_groups", 8), ("max_fanotify_marks", 8192)),
+}
+_NAMESPACE_KINDS = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+# A custom fork server (mode (c)) gives each child its own user, pid, ipc and mount
+# namespaces, nested in its own: as many as it may have processes.
+_FORK_SERVER_NAMESPACES = 1024
+_FORK_SERVER_KINDS = ("user", "pid", "ipc", "mnt")
+
+
+def user_count_limits(
+    policy: Policy, *, filtered: bool, custom_fork_server: bool
+) -> list[tuple[str, int]]:
+    """The ``(name, value)`` pairs init writes to ``/proc/sys/user/`` of its namespace.
+
+    Writing them costs init ~0.1 ms, so a count the sandboxee can never take is left
+    alone: a sandboxee ``filtered`` from its exec on gets the inotify (fanotify) caps only
+    if its policy may call inotify_init (fanotify_init), and no namespace caps, as the
+    filter's default policy refuses every call that makes a namespace (clone and unshare
+    with namespace flags; clone3 fails).  Unfiltered code (mode (b) before
+    ``sandbox_me_here()``, a custom fork server) gets every cap: no namespaces at all, or
+    for the fork server the nested ones each of its children makes.
+    """
+    cache: dict[tuple[bool, bool], list[tuple[str, int]]]
+    cache = policy.__dict__.setdefault("_user_count_limits", {})
+    key = (filtered, custom_fork_server)
+    limits = cache.get(key)
+    if limits is None:
+        limits = []
+        for names, counts in _NOTIFY_COUNTS.items():
+            if not filtered or _may_call(policy, names):
+                limits += counts
+        if not filtered:
+            for kind in _NAMESPACE_KINDS:
+                allowed = custom_fork_server and kind in _FORK_SERVER_KINDS
+                limits.append((f"max_{kind}_namespaces", _FORK_SERVER_NAMESPACES if allowed else 0))
+        cache[key] = limits
+    return limits
+
+
+def _may_call(policy: Policy, names: tuple[str, ...]) -> bool:
+    """Whether the policy may let any of these syscalls run (see :func:`_needs_loopback`)."""
+    for name in names:
+        try:
+            nr = syscall_number(name, policy.arch)
+        except PolicyError:
+            continue
+        if nr in policy.rule_syscalls or evaluate(policy, nr) != KILL:
+            return True
+    return False
+
+
+@functools.cache
+def _unprivileged_ids() -> tuple[int, int]:
+    """nobody's uid and primary group (nogroup on Debian), or 65534 for both."""
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return 65534, 65534
+    return entry.pw_uid, entry.pw_gid
+
+
+def host_ids(policy: Policy) -> tuple[int, int]:
+    """The host uid and gid the sandbox's user 1000 runs as.
+
+    The policy's (:meth:`PolicyBuilder.set_host_ids`) if it names them; else the
+    supervisor's own, which are unprivileged unless they are root's, and under root
+    nobody's: a root supervisor's sandboxee gets an unprivileged user's rights on host
+    files, never root's.
+    """
+    if policy.host_ids is not None:
+        return policy.host_ids
+    if os.geteuid() == 0:
+        return _unprivileged_ids()
+    return os.geteuid(), os.getegid()
 
 
 _SOCKET_MAKERS = ("socket", "socketpair", "io_uring_setup")
@@ -311,6 +427,13 @@ class Sandbox:
                 if executor.sandbox_before_exec and not self._is_fork_server
                 else b"",
                 loopback=_needs_loopback(self._policy),
+                ids=host_ids(self._policy),
+                root_inodes=root_inodes(self._policy),
+                user_limits=user_count_limits(
+                    self._policy,
+                    filtered=executor.sandbox_before_exec and not self._is_fork_server,
+                    custom_fork_server=self._is_fork_server,
+                ),
                 root_writable=self._policy.root_writable,
                 write_executable=self._policy.write_executable,
                 allow_speculation=self._policy.allow_speculation,

@@ -920,7 +920,7 @@ def test_mounts_in_call_order(tmp_path: Path) -> None:
         Mount(MountKind.FILE, "/inside/f", str(file), True, None),
         Mount(MountKind.DIRECTORY, str(tmp_path), str(tmp_path), False, None),
         Mount(MountKind.DIRECTORY, "/data", str(tmp_path), True, None),
-        Mount(MountKind.TMPFS, "/tmp", None, True, 4 << 20),
+        Mount(MountKind.TMPFS, "/tmp", None, True, 4 << 20, inodes=(4 << 20) // 4096),
         Mount(MountKind.PROC, "/proc", None, False, None),
         Mount(MountKind.PROC, "/other/proc", None, False, None),
     )

@@ -51,6 +51,7 @@ def format_policy(policy: Policy) -> list[str]:
         mode = "rw" if mount.writable else "ro"
         source = f" <- {mount.source}" if mount.source and mount.source != mount.target else ""
         size = f" size={mount.size}" if mount.size is not None else ""
+        size += f" inodes={mount.inodes}" if mount.inodes is not None else ""
         lines.append(f"{mount.kind.value} {mount.target}{source} ({mode}{size})")
     lines.append("# network")
     if policy.unrestricted_networking:

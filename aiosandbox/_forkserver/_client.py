@@ -34,15 +34,18 @@ _SERVER_SCRIPT = Path(__file__).with_name("_server.py")
 class SpawnRequest:
     """Everything the fork server needs to make one sandboxee (all paths absolute).
 
-    ``mounts`` holds ``(kind, target, source, writable, size)`` tuples, parents first;
-    ``targets`` the sandboxee fd numbers of the mapped fds, in the order they are sent;
-    ``loopback`` whether to bring up ``lo`` in a new network namespace;
+    ``mounts`` holds ``(kind, target, source, writable, size, inodes)`` tuples, parents
+    first; ``targets`` the sandboxee fd numbers of the mapped fds, in the order they are
+    sent; ``loopback`` whether to bring up ``lo`` in a new network namespace;
     ``root_writable``, ``write_executable`` and ``allow_speculation`` are the policy's.
+    ``ids`` are the host uid and gid that the sandbox's 1000 maps to; ``root_inodes`` the
+    inode limit of the root tmpfs; ``user_limits`` the ``/proc/sys/user`` counts to cap in
+    the sandbox's user namespace, as ``(file name, value)``.
     """
 
     flags: int
     hostname: bytes
-    mounts: list[tuple[str, bytes, bytes | None, bool, int | None]]
+    mounts: list[tuple[str, bytes, bytes | None, bool, int | None, int | None]]
     targets: list[int]
     cwd: bytes
     argv: list[bytes]
@@ -50,6 +53,9 @@ class SpawnRequest:
     rlimits: list[tuple[int, int, int]]
     filter: bytes
     loopback: bool
+    ids: tuple[int, int]
+    root_inodes: int
+    user_limits: list[tuple[str, int]]
     root_writable: bool = False
     write_executable: bool = False
     allow_speculation: bool = False
@@ -68,6 +74,9 @@ class SpawnRequest:
                 "rlimits": self.rlimits,
                 "filter": self.filter,
                 "loopback": self.loopback,
+                "ids": self.ids,
+                "root_inodes": self.root_inodes,
+                "user_limits": self.user_limits,
                 "root_writable": self.root_writable,
                 "write_executable": self.write_executable,
                 "allow_speculation": self.allow_speculation,

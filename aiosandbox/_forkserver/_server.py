@@ -11,14 +11,29 @@ ready filter and absolute paths.
 
 For every request the server makes one raw ``clone()`` carrying all namespace flags
 (CLONE_NEWUSER|NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS): one syscall instead of fork + unshare +
-a second fork.  That child ("init") is pid 1 of the new pid namespace.  It maps the
-sandbox's uid/gid 1000 to the server's own ids, builds a fresh root (an empty tmpfs, then
-the policy's bind mounts, tmpfs mounts and procfs), pivots into it, sets the hostname and
-brings up ``lo``, reports itself on the per-request setup socket (the kernel attaches its
-pid, translated for the supervisor, as SCM_CREDENTIALS) and clones the sandboxee (pid 2).
-Init then only reaps; it exits when the sandboxee exits, which ends the namespace and kills
-anything left in it.  The sandboxee is not init because init ignores default-action
-signals: ``abort()`` must end a sandboxee with SIGABRT.
+a second fork.  That child ("init") is pid 1 of the new pid namespace.  The server maps
+the sandbox's uid/gid 1000 to the host ids the request names; init builds a fresh root (an
+empty tmpfs, then the policy's bind mounts, tmpfs mounts and procfs), pivots into it, sets
+the hostname, brings up ``lo`` and caps the per-user counts of its user namespace, reports
+itself on the per-request setup socket (the kernel attaches its pid, translated for the
+supervisor, as SCM_CREDENTIALS) and clones the sandboxee (pid 2).  Init then only reaps;
+it exits when the sandboxee exits, which ends the namespace and kills anything left in it.
+The sandboxee is not init because init ignores default-action signals: ``abort()`` must
+end a sandboxee with SIGABRT.
+
+Identities.  An unprivileged server maps 1000 to its own ids: the sandboxee has exactly
+the supervisor's rights on host files.  A root server maps 1000 to an unprivileged host
+user (the supervisor resolves which, nobody by default), and its children then really
+become that user: a child cloned by root keeps kuid 0 whatever the maps say, so init and
+the sandboxee each switch to 1000 (setresgid, setgroups([]), setresuid) once the maps
+exist.  They keep their capabilities in the new namespace (its uid 0 is unmapped, so the
+switch is no change away from root: capabilities(7)), which the set-up needs; the exec
+drops them.  A writable bind mount would then belong to a stranger, so the server (which
+alone holds CAP_SYS_ADMIN in the initial user namespace, as mount_setattr(2) requires for
+MOUNT_ATTR_IDMAP) opens each such tree itself before the clone and idmaps it: the owner of
+its root appears as the sandbox user inside that one mount, everyone else as the overflow
+id.  Init inherits the detached tree and mounts it like any other.  Without writable bind
+mounts, or under an unprivileged server, none of this costs anything.
 
 The sandboxee moves its fds into place, closes every other fd, reports "ready" and waits
 for "go": in between the supervisor PTRACE_SEIZEs it, so the monitor sees the filter's
@@ -44,6 +59,7 @@ import gc
 import marshal
 import os
 import signal
+import stat
 import struct
 import sys
 
@@ -105,7 +121,9 @@ AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x00100000
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -203,22 +221,166 @@ def _write_file(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def _map_ids(pid: int) -> None:
-    """Maps the sandbox's uid and gid 1000 to ours, from outside the new namespace.
+def _map_ids(pid: int, uid: int, gid: int) -> None:
+    """Maps the sandbox's uid and gid 1000 to ``uid``/``gid``, from outside the namespace.
 
-    The server writes the maps, not the child: mapping uid 0 (a root supervisor) needs
-    CAP_SETFCAP in the parent namespace (user_namespaces(7), Linux 5.12+), which only the
-    parent side has.  An unprivileged server may map exactly its own ids.
+    The server writes the maps, not the child: mapping uid 0 (a root supervisor) or another
+    user needs CAP_SETUID/CAP_SETGID (and for uid 0 CAP_SETFCAP) in the parent namespace
+    (user_namespaces(7), Linux 5.12+), which only the parent side has.  An unprivileged
+    server may map exactly its own ids, and only after denying setgroups; a privileged one
+    leaves setgroups allowed, so that its children can drop the groups they inherited.
     """
     base = f"/proc/{pid}/"
-    uid, gid = os.geteuid(), os.getegid()
-    try:
-        _write_file(base + "setgroups", b"deny")
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
+    if (uid, gid) == (os.geteuid(), os.getegid()):
+        try:
+            _write_file(base + "setgroups", b"deny")
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
     _write_file(base + "uid_map", b"%d %d 1" % (SANDBOX_ID, uid))
     _write_file(base + "gid_map", b"%d %d 1" % (SANDBOX_ID, gid))
+
+
+def _become_sandbox_user() -> None:
+    """Makes a child of a privileged server (init, the sandboxee) really the sandbox's user.
+
+    Needs the maps written.  A change of the effective ids clears the parent-death signal
+    and makes the process non-dumpable (prctl(2) PR_SET_PDEATHSIG, PR_SET_DUMPABLE): re-arm
+    the one; the other suits init, and the sandboxee's exec of a readable binary makes it
+    dumpable again (until then only a root tracer may look).
+    """
+    os.setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
+    if _HAS_GROUPS:
+        os.setgroups([])
+    os.setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+# Whether the server has supplementary groups (a root server drops its own at start).
+_HAS_GROUPS = True
+
+
+# Idmapping user namespaces by (owner uid, owner gid, host uid, host gid): made once each.
+_IDMAPS: dict[tuple[int, int, int, int], int] = {}
+_IDMAPS_KEPT = 64
+
+
+def _idmap_userns(key: tuple[int, int, int, int]) -> int:
+    """An fd of a user namespace whose only ids are ``owner -> host`` (uid and gid).
+
+    As the idmap of a mount it shows files owned by ``owner`` as owned by ``host``, and
+    files that ``host`` creates as ``owner``'s (mount_setattr(2), "ID-mapped mounts").
+    A namespace needs a process while its maps are written; a clone that waits on a pipe
+    and exits when the server closes it (auto-reaped: SIGCHLD is ignored).
+    """
+    fd = _IDMAPS.get(key)
+    if fd is not None:
+        return fd
+    if len(_IDMAPS) >= _IDMAPS_KEPT:
+        for old in _IDMAPS.values():
+            os.close(old)
+        _IDMAPS.clear()
+    owner_uid, owner_gid, uid, gid = key
+    hold, release = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = _raw_clone(CLONE_NEWUSER)
+        if pid == 0:
+            os.close(release)
+            os.read(hold, 1)  # EOF once the server has the namespace (or gave up)
+            os._exit(0)
+        base = f"/proc/{pid}/"
+        _write_file(base + "uid_map", b"%d %d 1" % (owner_uid, uid))
+        _write_file(base + "gid_map", b"%d %d 1" % (owner_gid, gid))
+        fd = _IDMAPS[key] = os.open(base + "ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(hold)
+        os.close(release)
+    return fd
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_DAC_CAPABILITIES = (1 << 1) | (1 << 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+
+
+def _drop_dac_capabilities() -> ctypes.Array[_CapData]:
+    """Clears the permission-overriding capabilities from our effective set (they stay
+    permitted: capset(2)) and returns the sets as they were."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    saved = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), saved), "capget")
+    lowered = (_CapData * 2)(*saved)
+    lowered[0].effective &= ~_DAC_CAPABILITIES
+    _check(_libc.capset(ctypes.byref(header), lowered), "capset")
+    return saved
+
+
+def _restore_capabilities(saved: ctypes.Array[_CapData]) -> None:
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    _check(_libc.capset(ctypes.byref(header), saved), "capset")
+
+
+def _is_device(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
+def _idmapped_trees(
+    mounts: list[tuple[str, bytes, Any, bool, Any, Any]], uid: int, gid: int
+) -> dict[int, int]:
+    """Opens and idmaps the writable bind mounts of a request whose sandbox runs as
+    ``uid``/``gid``: a detached tree per mount index, which init mounts.
+
+    The sources are looked up as init looks up the others: with our uid but without the
+    capabilities that override file permissions (init has none on the host).  A tree
+    whose root ``uid``/``gid`` own already needs no idmap, and a device node is never
+    idmapped: its owner's rights on it are not the policy's to give.  Only the top mount
+    of a directory is idmapped (a submount keeps its own owners): a file system that cannot
+    be idmapped anywhere below would otherwise fail the whole tree.
+    """
+    trees: dict[int, int] = {}
+    if not any(w and kind in ("file", "directory") for kind, _t, _s, w, _z, _i in mounts):
+        return trees
+    try:
+        caps = _drop_dac_capabilities()
+        try:
+            for index, (kind, _target, source, writable, _size, _inodes) in enumerate(mounts):
+                if writable and kind in ("file", "directory"):
+                    trees[index] = _open_tree(source, recursive=(kind == "directory"))
+        finally:
+            _restore_capabilities(caps)
+        for index, fd in trees.items():
+            info = os.fstat(fd)
+            if (info.st_uid, info.st_gid) == (uid, gid) or _is_device(fd):
+                continue
+            what = (
+                "cannot give the sandbox user the owner's rights on the writable mount {}"
+                " (an idmapped mount: it needs CAP_SYS_ADMIN in the initial user namespace"
+                " and a file system that supports it)".format(
+                    mounts[index][2].decode(errors="replace")
+                )
+            )
+            try:
+                userns = _idmap_userns((info.st_uid, info.st_gid, uid, gid))
+            except OSError as exc:
+                raise SetupFailure(f"{what}: {exc.strerror}") from None
+            _set_mount_attr(fd, MOUNT_ATTR_IDMAP, False, what, userns)
+    except BaseException:
+        for fd in trees.values():
+            os.close(fd)
+        raise
+    return trees
 
 
 def _open_tree(source: bytes, recursive: bool) -> int:
@@ -227,19 +389,19 @@ def _open_tree(source: bytes, recursive: bool) -> int:
     return _check(fd, "cannot open {} for a bind mount".format(source.decode(errors="replace")))
 
 
-def _set_mount_attr(fd: int, path: bytes, attrs: int, recursive: bool) -> None:
-    attr = _MountAttr(attrs, 0, MS_PRIVATE, 0)
-    flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if fd >= 0 else 0)
+def _set_mount_attr(fd: int, attrs: int, recursive: bool, what: str, userns: int = 0) -> None:
+    attr = _MountAttr(attrs, 0, MS_PRIVATE, userns)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
     _check(
         _syscall(
             ctypes.c_long(_NR["mount_setattr"]),
-            ctypes.c_int(fd if fd >= 0 else -100),
-            path,
+            ctypes.c_int(fd),
+            b"",
             ctypes.c_uint(flags),
             ctypes.byref(attr),
             ctypes.c_size_t(ctypes.sizeof(attr)),
         ),
-        "mount_setattr {}".format(path.decode(errors="replace")),
+        what,
     )
 
 
@@ -277,25 +439,30 @@ def _make_mountpoint(root: bytes, target: bytes, is_dir: bool, creatable: bool) 
     return path
 
 
-def _build_root(
-    mounts: list[tuple[str, bytes, Any, bool, Any]],
-    wait_for_ids: Callable[[], None],
-    root_writable: bool = False,
-    write_executable: bool = False,
-) -> bytes:
+def _build_root(request: dict[str, Any], wait_for_ids: Callable[[], None]) -> bytes:
     """Mounts a fresh root at a staging directory and returns its path.
 
-    ``mounts`` is a list of ``(kind, target, source, writable, size)`` sorted so that
-    parents come before their children.  ``wait_for_ids`` is called once the work that
+    ``request["mounts"]`` is a list of ``(kind, target, source, writable, size, inodes)``
+    sorted so that parents come before their children; ``request["trees"]`` the detached
+    trees the server made for some of them.  ``wait_for_ids`` is called once the work that
     needs no uid map is done, before the first file is created.
+
+    Every mount is nosuid and nodev but a file mount of a device node: the policy named that
+    device.  A read-only mount does not protect what a device reaches (the kernel checks
+    read-only mounts for regular files, directories and symlinks only: open(2), EROFS), so
+    nodev is what keeps the devices below an added directory closed.  Writable bind mounts,
+    tmpfs and the root are noexec unless the policy allows writable-executable files.
     """
     # No MS_PRIVATE pass over "/" is needed: a mount namespace made together with a new
     # user namespace gets the host's shared mounts as slaves (CL_SHARED_TO_SLAVE), so
     # nothing mounted here reaches the host, and the old root is detached below anyway.
-    sources: dict[int, int] = {}
-    for index, (kind, _target, source, _writable, _size) in enumerate(mounts):
-        if kind in ("file", "directory"):
+    mounts = request["mounts"]
+    sources: dict[int, int] = request["trees"]
+    for index, (kind, _target, source, _writable, _size, _inodes) in enumerate(mounts):
+        if kind in ("file", "directory") and index not in sources:
             sources[index] = _open_tree(source, recursive=(kind == "directory"))
+    # After the sources: each open_tree(OPEN_TREE_CLONE) counts as a mount namespace.
+    _limit_user_counts(request)
     wait_for_ids()
     staging = next(
         (c.encode() for c in STAGING_CANDIDATES if os.path.isdir(c) and not os.path.islink(c)),
@@ -303,47 +470,56 @@ def _build_root(
     )
     if staging is None:
         raise SetupFailure("no directory to assemble the sandbox root in (tried /tmp, /mnt)")
+    noexec, noexec_attr = (0, 0) if request["write_executable"] else (MS_NOEXEC, MOUNT_ATTR_NOEXEC)
+    root_flags = MS_NOSUID | MS_NODEV | noexec
     _check(
-        _mount(b"tmpfs", staging, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=1m"),
+        _mount(
+            b"tmpfs",
+            staging,
+            b"tmpfs",
+            root_flags,
+            b"mode=0755,size=1m,nr_inodes=%d" % request["root_inodes"],
+        ),
         "mount the root tmpfs",
     )
     # A mount point can be created only where we own the directory: in the root tmpfs or
     # in one of the policy's tmpfs mounts.
-    creatable_prefixes = [b"/"]
     bind_prefixes: list[bytes] = []
-    for index, (kind, target, _source, writable, size) in enumerate(mounts):
+    for index, (kind, target, _source, writable, size, inodes) in enumerate(mounts):
         inside_bind = any(target.startswith(p + b"/") for p in bind_prefixes)
         path = _make_mountpoint(staging, target, kind != "file", not inside_bind)
         if kind in ("file", "directory"):
-            noexec = 0 if write_executable else MOUNT_ATTR_NOEXEC
-            attrs = MOUNT_ATTR_NOSUID | (noexec if writable else MOUNT_ATTR_RDONLY)
-            fd = sources[index]
-            _set_mount_attr(fd, b"", attrs, recursive=(kind == "directory"))
+            fd = sources.pop(index)
+            attrs = MOUNT_ATTR_NOSUID | (noexec_attr if writable else MOUNT_ATTR_RDONLY)
+            if kind == "directory" or not _is_device(fd):
+                attrs |= MOUNT_ATTR_NODEV
+            what = "cannot mount at {}".format(target.decode(errors="replace"))
+            _set_mount_attr(fd, attrs, kind == "directory", what)
             _move_mount(fd, path)
             os.close(fd)
             bind_prefixes.append(target)
         elif kind == "tmpfs":
-            options = b"mode=0777,size=%d" % size
-            flags = MS_NOSUID | MS_NODEV | (0 if writable else MS_RDONLY)
+            options = b"mode=0777,size=%d,nr_inodes=%d" % (size, inodes)
+            flags = MS_NOSUID | MS_NODEV | noexec | (0 if writable else MS_RDONLY)
             _check(
                 _mount(b"tmpfs", path, b"tmpfs", flags, options),
                 f"tmpfs at {target.decode()}",
             )
             bind_prefixes = [p for p in bind_prefixes if not target.startswith(p + b"/")]
-            creatable_prefixes.append(target)
         elif kind == "proc":
-            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if writable else MS_RDONLY)
+            # Read-only (the policy cannot ask otherwise): so /proc/<pid>/mem, which writes
+            # past page protections (FOLL_FORCE), cannot be opened for writing (EROFS).
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
             _check(
                 _mount(b"proc", path, b"proc", flags, None),
                 f"mount procfs at {target.decode()}",
             )
             bind_prefixes.append(target)
-    # A bind remount makes the root read-only ten times faster than mount_setattr(2).
-    if not root_writable:
+    # A bind remount makes the root read-only ten times faster than mount_setattr(2).  It
+    # sets the mount's flags anew: nodev and noexec must be given again.
+    if not request["root_writable"]:
         _check(
-            _mount(
-                None, staging, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None
-            ),
+            _mount(None, staging, None, MS_REMOUNT | MS_BIND | MS_RDONLY | root_flags, None),
             "make the root read-only",
         )
     return staging
@@ -367,30 +543,66 @@ def _bring_up_loopback() -> None:
         sock.close()
 
 
-def _setup_root(request: dict[str, Any], ids_mapped: int) -> None:
-    """Maps ids (through the server) and builds and enters the sandbox's root."""
-    flags = request["flags"]
-    waited: list[bool] = []
+class _IdMaps:
+    """Init's wait for the id maps, which the server writes while init starts up.
 
-    def wait_for_ids() -> None:
-        # Nothing may be created before our ids exist in the namespace (EOVERFLOW); the
-        # server writes the maps while we open the mount sources.
-        if waited:
+    Nothing may be created before our ids exist in the namespace (EOVERFLOW), so init
+    waits before the first file it creates; it opens the mount sources before, with the
+    server's own uid (and no capabilities on the host).  Under a privileged server init
+    then becomes the sandbox's user.
+    """
+
+    def __init__(self, request: dict[str, Any], pipe: int) -> None:
+        self._request = request
+        self._pipe = pipe
+
+    def wait(self) -> None:
+        if self._pipe < 0:
             return
-        waited.append(True)
-        if flags & CLONE_NEWUSER and os.read(ids_mapped, 1) != b"":
+        pipe, self._pipe = self._pipe, -1
+        if self._request["flags"] & CLONE_NEWUSER and os.read(pipe, 1) != b"":
             raise SetupFailure("the fork server could not map the sandbox's user ids")
-        os.close(ids_mapped)
+        os.close(pipe)
+        if self._request["switch_ids"]:
+            _become_sandbox_user()
 
-    if flags & CLONE_NEWNS:
-        root = _build_root(
-            request["mounts"],
-            wait_for_ids,
-            request["root_writable"],
-            request["write_executable"],
-        )
-        _pivot_into(root)
-    wait_for_ids()
+
+def _setup_root(request: dict[str, Any], ids: _IdMaps) -> None:
+    """Builds and enters the sandbox's root (once the ids are mapped)."""
+    if request["flags"] & CLONE_NEWNS:
+        _pivot_into(_build_root(request, ids.wait))
+    else:
+        _limit_user_counts(request)
+    ids.wait()
+
+
+def _limit_user_counts(request: dict[str, Any]) -> None:
+    """Caps what the sandbox's user namespace may take of the per-user counts.
+
+    A new user namespace starts with every /proc/sys/user/max_* at INT_MAX, and what its
+    processes take is charged to the namespace's owner on the host too (the count of every
+    ancestor namespace is checked: user_namespaces(7)), so without this one sandboxee could
+    take its supervisor's uid all of its inotify instances.  The files stand for the counts
+    of the writer's own user namespace, so the host's procfs serves (before the pivot).
+    Writing needs CAP_SYS_RESOURCE in the namespace, which init has from the clone on, maps
+    or not.  A count this kernel does not have is skipped.
+    """
+    limits = request["user_limits"]
+    if not limits or not request["flags"] & CLONE_NEWUSER:
+        return
+    counts = os.open("/proc/sys/user", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name, value in limits:
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=counts)
+            except FileNotFoundError:
+                continue
+            try:
+                os.write(fd, b"%d" % value)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(counts)
 
 
 def _setup_host_and_network(request: dict[str, Any]) -> None:
@@ -460,6 +672,8 @@ def _run_sandboxee(
     if os.read(root_ready, 1) != b"1":
         os._exit(1)
     os.close(root_ready)
+    if request["switch_ids"]:
+        _become_sandbox_user()  # the maps exist: init waited for them
     try:
         os.chdir(request["cwd"])
     except OSError as exc:
@@ -558,7 +772,7 @@ def _run_init(
         _report_failures(_run_sandboxee, channel, request, channel, exec_fd, fds, root_ready)
     os.close(root_ready)
     os.write(setup, b"I")
-    _setup_root(request, ids_mapped)
+    _setup_root(request, _IdMaps(request, ids_mapped))
     os.write(root_done, b"1")
     _setup_host_and_network(request)
     os.write(setup, b"N")
@@ -630,24 +844,41 @@ def _serve(control: socket.socket) -> None:
             for fd in fds:
                 os.close(fd)
             continue
+        flags, (uid, gid) = request["flags"], request["ids"]
+        # Mapped to another user than ours (we are privileged): the children become it.
+        request["switch_ids"] = bool(flags & CLONE_NEWUSER) and (uid, gid) != (
+            os.geteuid(),
+            os.getegid(),
+        )
+        request["trees"] = trees = {}
         ids_mapped, mapping_done = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = _raw_clone(request["flags"])
+            if request["switch_ids"]:
+                request["trees"] = trees = _idmapped_trees(request["mounts"], uid, gid)
+            pid = _raw_clone(flags)
         except SetupFailure as exc:
             _send_error(setup, str(exc))
+            pid = -1
+        except OSError as exc:
+            _send_error(setup, f"cannot prepare the sandbox's mounts: {exc}")
             pid = -1
         if pid == 0:
             control.close()
             os.close(mapping_done)
             channel = Channel(setup)
             _report_failures(_run_init, channel, request, channel, exec_fd, mapped, ids_mapped)
-        if pid > 0 and request["flags"] & CLONE_NEWUSER:
+        if pid > 0 and flags & CLONE_NEWUSER:
             try:
-                _map_ids(pid)
+                _map_ids(pid, uid, gid)
             except OSError as exc:
                 os.write(mapping_done, b"!")
-                _send_error(setup, f"cannot map the sandbox's user ids: {exc.strerror}")
-        for fd in (*fds, ids_mapped, mapping_done):
+                hint = " (only a root supervisor can choose others than its own)"
+                _send_error(
+                    setup,
+                    f"cannot map the sandbox's user to host uid {uid} and gid {gid}:"
+                    f" {exc.strerror}{hint if request['switch_ids'] else ''}",
+                )
+        for fd in (*fds, *trees.values(), ids_mapped, mapping_done):
             os.close(fd)
 
 
@@ -669,6 +900,15 @@ def main() -> None:
         for sig in range(1, signal.NSIG)
         if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) == signal.SIG_IGN
     )
+    # A root server's capabilities make groups useless to it, and its children must not
+    # inherit root's: drop them once here rather than in every child.
+    global _HAS_GROUPS
+    if os.geteuid() == 0 and os.getgroups():
+        try:
+            os.setgroups([])
+        except OSError:
+            pass
+    _HAS_GROUPS = bool(os.getgroups())
     # Forks of this process must not run the collector between the filter and the exec.
     gc.disable()
     _serve(control)

@@ -158,6 +158,11 @@ _SAFE_BPF_CMDS = (
 _ENOENT = 2
 _EPERM = 1
 _EACCES = 13
+_NO_ID = 0xFFFFFFFF  # (uid_t)-1: "no id" to the kernel, never a user
+# A tmpfs's default inode limit: one per page of its size, and a few for a tiny one
+# (add_tmpfs says why).
+TMPFS_INODE_BYTES = 4096
+TMPFS_MIN_INODES = 64
 _ENOSYS = 38
 _HOST_NAME_MAX = 64
 _COMMS_FD = 1023  # the sandboxee's end of the comms channel (docs/protocol.md)
@@ -180,6 +185,27 @@ def _check_path(path: object, what: str) -> str:
     ):
         raise PolicyError(f"{what} is not canonical (no '.', '..', '//' or trailing '/'): {path!r}")
     return path
+
+
+def tmpfs_inodes(size: int) -> int:
+    """The default inode limit of a tmpfs of ``size`` bytes (``PolicyBuilder.add_tmpfs``)."""
+    return max(TMPFS_MIN_INODES, size // TMPFS_INODE_BYTES)
+
+
+def _check_not_writable_procfs(source: str, writable: object) -> None:
+    """Refuses a writable bind mount from the host's /proc (also through a symlink).
+
+    Its files reach host processes and the kernel: ``/proc/<pid>/mem`` writes past page
+    protections (FOLL_FORCE), sysctls change the host. What /proc shows is mounted
+    read-only, as the sandbox's own procfs always is.
+    """
+    if writable and _in_proc(os.path.realpath(source)):
+        where = "/proc is" if source == "/proc" else f"{source!r} lies in /proc, which is"
+        raise PolicyError(f"{where} mounted read-only; writable=True is not allowed")
+
+
+def _in_proc(path: str) -> bool:
+    return path == "/proc" or path.startswith("/proc/")
 
 
 def _check_inside(path: object) -> str:
@@ -243,6 +269,7 @@ class PolicyBuilder:
         self._allow_speculation = False
         self._write_executable = False
         self._root_writable = False
+        self._host_ids: tuple[int, int] | None = None
         # Sandbox2's defaults: on for violations, signals and timeouts.
         self._stacktraces = {
             "violation": True,
@@ -306,6 +333,7 @@ class PolicyBuilder:
             allow_speculation=self._allow_speculation,
             write_executable=self._write_executable,
             root_writable=self._root_writable,
+            host_ids=self._host_ids,
             collect_stacktrace_on_violation=self._stacktraces["violation"],
             collect_stacktrace_on_signal=self._stacktraces["signal"],
             collect_stacktrace_on_timeout=self._stacktraces["timeout"],
@@ -1370,19 +1398,20 @@ class PolicyBuilder:
         return self
 
     def allow_write_executable(self) -> Self:
-        """Keep writable bind mounts executable (Sandbox2's ``Allow(WriteExecutable)``);
-        by default they are mounted ``noexec``.
-
-        Files the sandboxee writes there can then be executed, and mapped executable under
-        :meth:`allow_dynamic_startup`'s rule. This is about files; writable and executable
-        *memory* is :meth:`allow_mmap`'s opt-in.
-        """
+        """Keep what the sandboxee can write executable (Sandbox2's
+        ``Allow(WriteExecutable)``): writable bind mounts, tmpfs mounts and a writable root.
+        By default they are all mounted ``noexec``, so a file the sandboxee writes can be
+        neither exec'd nor mapped executable (by :meth:`allow_dynamic_startup`'s rule).
+        This is about files; writable and executable *memory* is :meth:`allow_mmap`'s
+        opt-in."""
         self._write_executable = True
         return self
 
     def set_root_writable(self) -> Self:
-        """Leave the sandbox's root tmpfs writable (it is read-only by default). Not
-        recommended: a tmpfs mount is the way to give the sandboxee scratch space.
+        """Leave the sandbox's root tmpfs writable (it is read-only by default). Besides
+        its mount points it holds what a 1 MiB :meth:`add_tmpfs` holds, and it is
+        ``noexec`` unless :meth:`allow_write_executable`. Not recommended: a tmpfs mount
+        is the way to give the sandboxee scratch space.
 
         Raises:
             PolicyError: namespaces are disabled.
@@ -1467,6 +1496,17 @@ class PolicyBuilder:
     def add_file(self, path: str, writable: bool = False) -> Self:
         """Bind-mount a host file at the same path inside the sandbox.
 
+        The sandboxee has the rights on it of an unprivileged user: the supervisor's own,
+        or under a root supervisor those of the sandbox's host user (nobody by default,
+        :meth:`set_host_ids`). With ``writable=True`` under a root supervisor, it also has
+        the rights of the file's owner (an idmapped mount).
+
+        Device nodes: a mount is ``nodev`` (its device nodes cannot be opened) unless it is
+        a file mount of a device node itself, which names that device explicitly. A device
+        is never read-only: ``writable=False`` protects a file system, not what a device
+        node reaches, so the sandboxee may open an added device for writing wherever its
+        permission bits let the sandbox's user (``/dev/null`` is harmless, a disk is not).
+
         Raises:
             PolicyError: the path is empty, relative, not canonical or ``/``. A file that does
                 not exist (or is a directory) is reported by :meth:`build`.
@@ -1478,14 +1518,15 @@ class PolicyBuilder:
 
         Raises:
             PolicyError: a path is empty, relative or not canonical, ``inside`` is ``/``,
-                ``outside`` is under ``/proc/self``, or the target conflicts with another
-                mount. A file that does not exist (or is a directory) is reported by
-                :meth:`build`.
+                ``outside`` is under ``/proc/self`` (or in /proc and ``writable``), or the
+                target conflicts with another mount. A file that does not exist (or is a
+                directory) is reported by :meth:`build`.
         """
         source = _check_path(outside, "file path")
         target = _check_inside(inside)
         if source == "/proc/self" or source.startswith("/proc/self/"):
             raise PolicyError(f"cannot mount {source!r}: mount the whole /proc instead")
+        _check_not_writable_procfs(source, writable)
         if not os.path.exists(source):
             self._errors.append(f"file {source!r} does not exist")
         elif os.path.isdir(source):
@@ -1507,6 +1548,13 @@ class PolicyBuilder:
         ``add_directory("/proc")`` mounts a fresh read-only procfs of the sandbox's pid
         namespace instead of the host's /proc.
 
+        The mount (and every mount below it on the host) is ``nodev``: no device node in it
+        can be opened, whatever ``writable`` says; add a device with :meth:`add_file`. The
+        sandboxee has an unprivileged user's rights on the files (see :meth:`add_file`);
+        with ``writable=True`` under a root supervisor also the rights of the directory's
+        owner on the files of that owner (an idmapped mount: files of anyone else show as
+        the overflow id ``nobody``, and the mounts below it keep their own owners).
+
         Raises:
             PolicyError: as :meth:`add_directory_at`.
         """
@@ -1516,20 +1564,24 @@ class PolicyBuilder:
         """Bind-mount the host directory ``outside`` at ``inside`` (read-only unless
         ``writable``).
 
-        ``outside == "/proc"`` mounts a fresh read-only procfs at ``inside``.
+        ``outside == "/proc"`` (or a symlink to it) mounts a fresh read-only procfs at
+        ``inside``.
 
         Raises:
             PolicyError: a path is empty, relative or not canonical, ``inside`` is ``/``, a
-                writable /proc was asked for, or the target conflicts with another mount. A
-                directory that does not exist (or is a file) is reported by :meth:`build`.
+                writable mount from /proc was asked for, or the target conflicts with
+                another mount. A directory that does not exist (or is a file) is reported
+                by :meth:`build`.
         """
         source = _check_path(outside, "directory path")
         target = _check_inside(inside)
-        if source == "/proc":
-            if writable:
-                raise PolicyError("/proc is mounted read-only; writable=True is not allowed")
+        _check_not_writable_procfs(source, writable)
+        # Also a symlink to /proc: a bind of the host's procfs would show the host's
+        # processes.
+        if source == "/proc" or os.path.realpath(source) == "/proc":
             self._add_mount(Mount(MountKind.PROC, target, None, False, None))
-        elif not os.path.exists(source):
+            return self
+        if not os.path.exists(source):
             self._errors.append(f"directory {source!r} does not exist")
         elif not os.path.isdir(source):
             self._errors.append(f"{source!r} is a file, not a directory")
@@ -1545,16 +1597,34 @@ class PolicyBuilder:
             self.add_directory_at(source, source, writable)
         return self
 
-    def add_tmpfs(self, inside: str, size: int) -> Self:
+    def add_tmpfs(self, inside: str, size: int, *, inodes: int | None = None) -> Self:
         """Mount a fresh, writable tmpfs of at most ``size`` bytes at ``inside``.
 
+        It is ``noexec`` (nothing written there can be exec'd or mapped executable) unless
+        :meth:`allow_write_executable`.
+
+        Args:
+            inside: where, inside the sandbox.
+            size: the most bytes its files may hold.
+            inodes: the most files, directories and symlinks it may hold together (the
+                tmpfs root counts as one). Default: one per 4 KiB of ``size``, at least 64.
+                An inode costs the host kernel memory (about 1 KiB) that ``size`` does not
+                count, as an empty file takes no space; a non-empty file takes at least a
+                4 KiB page of ``size`` anyway, so the default never runs out before the
+                bytes do, and keeps the memory of empty files to about a quarter of
+                ``size``.
+
         Raises:
-            PolicyError: a bad path, or ``size`` not a positive int.
+            PolicyError: a bad path, or ``size`` or ``inodes`` not a positive int.
         """
         target = _check_inside(inside)
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise PolicyError(f"a tmpfs size is a positive number of bytes, got {size!r}")
-        self._add_mount(Mount(MountKind.TMPFS, target, None, True, size))
+        if inodes is None:
+            inodes = tmpfs_inodes(size)
+        elif isinstance(inodes, bool) or not isinstance(inodes, int) or inodes <= 0:
+            raise PolicyError(f"a tmpfs inode limit is a positive int, got {inodes!r}")
+        self._add_mount(Mount(MountKind.TMPFS, target, None, True, size, inodes))
         return self
 
     def add_libraries_for_binary(self, path: str | int, ld_library_path: str = "") -> Self:
@@ -1624,6 +1694,30 @@ class PolicyBuilder:
             raise PolicyError(f"invalid hostname {hostname!r}")
         self._require_namespaces("set_hostname")
         self._hostname = hostname
+        return self
+
+    def set_host_ids(self, uid: int, gid: int) -> Self:
+        """Run the sandbox's user (uid = gid = 1000 inside) as host user ``uid`` and group
+        ``gid``, with no supplementary groups.
+
+        By default it runs as the supervisor's own user, or, under a root supervisor, as
+        ``nobody`` (and its primary group): a sandboxee never has root's rights on host
+        files. Only a root supervisor can choose another user, for example a dedicated
+        unprivileged one per tenant. ``set_host_ids(0, 0)`` gives the sandboxee root's
+        rights on every host file it can reach (but no capabilities); do not use it for
+        untrusted code. A writable mount whose root ``uid``/``gid`` own needs no idmapped
+        mount, so this also serves a file system that cannot be idmapped.
+
+        Raises:
+            PolicyError: an id that is not an int in ``[0, 2**32 - 2]``, or namespaces
+                disabled. The supervisor refuses (``SETUP_ERROR``) ids other than its own
+                unless it runs as root.
+        """
+        for name, value in (("uid", uid), ("gid", gid)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _NO_ID:
+                raise PolicyError(f"a host {name} is an int in [0, 2**32 - 2], got {value!r}")
+        self._require_namespaces("set_host_ids")
+        self._host_ids = (uid, gid)
         return self
 
     def allow_unrestricted_networking(self) -> Self:

@@ -71,8 +71,8 @@ The format in short (docs/policy-files.md has all of it)::
     [[mount]]
     directory = "/usr/lib"           # add_directory, same keys
     [[mount]]
-    tmpfs = "/tmp"                   # add_tmpfs("/tmp", 4 << 20)
-    size = "4M"
+    tmpfs = "/tmp"                   # add_tmpfs("/tmp", 4 << 20); inodes = 100 for
+    size = "4M"                      #   add_tmpfs(..., inodes=100)
     [[mount]]
     libraries_for = "/bin/ls"        # add_libraries_for_binary; ld_library_path = "..."
 
@@ -237,7 +237,7 @@ _MOUNT_KINDS = ("file", "directory", "tmpfs", "libraries_for")
 _MOUNT_KEYS = {
     "file": ("file", "at", "writable", "if_exists"),
     "directory": ("directory", "at", "writable", "if_exists"),
-    "tmpfs": ("tmpfs", "size"),
+    "tmpfs": ("tmpfs", "size", "inodes"),
     "libraries_for": ("libraries_for", "ld_library_path"),
 }
 _SIZE = re.compile(r"(\d+)\s*(?:([KMGT])(?:iB)?)?")
@@ -528,7 +528,11 @@ class _Reader:
         if kind == "tmpfs":
             if "size" not in mount:
                 self._fail(path, 'a tmpfs needs a size, e.g. size = "4M"')
-            return _Step(path, "add_tmpfs", (source, self._size(mount["size"], (*path, "size"))))
+            size = self._size(mount["size"], (*path, "size"))
+            if "inodes" not in mount:
+                return _Step(path, "add_tmpfs", (source, size))
+            inodes = self._typed(mount["inodes"], (*path, "inodes"), int)
+            return _Step(path, "add_tmpfs", (source, size), {"inodes": inodes})
         if kind == "libraries_for":
             extra = self._typed(mount.get("ld_library_path", ""), (*path, "ld_library_path"), str)
             return _Step(path, "add_libraries_for_binary", (source, extra))
@@ -704,7 +708,10 @@ class _Writer:
     @staticmethod
     def _mount(method: str, a: Mapping[str, Any]) -> list[str]:
         if method == "add_tmpfs":
-            return [f"tmpfs = {_toml_value(a['inside'])}", f"size = {_size_text(a['size'])}"]
+            lines = [f"tmpfs = {_toml_value(a['inside'])}", f"size = {_size_text(a['size'])}"]
+            if a["inodes"] is not None:
+                lines.append(f"inodes = {a['inodes']}")
+            return lines
         if method == "add_libraries_for_binary":
             lines = [f"libraries_for = {_toml_value(a['path'])}"]
             if a["ld_library_path"]:

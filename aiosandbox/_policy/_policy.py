@@ -46,8 +46,11 @@ class Mount:
         kind: what is mounted.
         target: the absolute, canonical path inside the sandbox.
         source: the host path for ``FILE`` and ``DIRECTORY``; None for ``TMPFS`` and ``PROC``.
-        writable: False mounts read-only (``PROC`` always is).
+        writable: False mounts read-only (``PROC`` always is). A device node is never
+            read-only: see :meth:`PolicyBuilder.add_file`.
         size: the size limit in bytes of a ``TMPFS``; None otherwise.
+        inodes: the inode limit of a ``TMPFS`` (files, directories and symlinks together);
+            None otherwise.
     """
 
     kind: MountKind
@@ -55,6 +58,7 @@ class Mount:
     source: str | None
     writable: bool
     size: int | None
+    inodes: int | None = None
 
 
 class BuilderCall(NamedTuple):
@@ -126,8 +130,12 @@ class Policy:
         allow_speculation: keep speculative-execution mitigations off for the sandboxee
             (``SECCOMP_FILTER_FLAG_SPEC_ALLOW``, no ``PR_SET_SPECULATION_CTRL``); by default
             they are forced on, as in Sandbox2.
-        write_executable: writable bind mounts stay executable (no ``MOUNT_ATTR_NOEXEC``).
+        write_executable: writable bind mounts, tmpfs mounts and the root stay executable
+            (no ``noexec``).
         root_writable: the sandbox's root tmpfs stays writable.
+        host_ids: the host uid and gid the sandbox's user (1000) runs as
+            (:meth:`PolicyBuilder.set_host_ids`); None: the supervisor's own, or nobody's
+            under a root supervisor.
         collect_stacktrace_on_violation: collect the sandboxee's stack trace when it
             breaks the policy (default on, as in Sandbox2); also ``..._on_signal`` (on),
             ``..._on_timeout`` (on), ``..._on_kill`` (off), ``..._on_exit`` (off).
@@ -153,6 +161,7 @@ class Policy:
     allow_speculation: bool = False
     write_executable: bool = False
     root_writable: bool = False
+    host_ids: tuple[int, int] | None = None
     collect_stacktrace_on_violation: bool = field(default=True, repr=False)
     collect_stacktrace_on_signal: bool = field(default=True, repr=False)
     collect_stacktrace_on_timeout: bool = field(default=True, repr=False)
