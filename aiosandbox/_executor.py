@@ -7,7 +7,7 @@ import os
 import socket
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Final
 
 from ._comms._wire import FD_NAME_CHARS
@@ -51,7 +51,11 @@ class Limits:
 
     The ``rlimit_*`` fields are in bytes, seconds or counts, ``None`` meaning unlimited; they
     are set in the sandboxee before its exec (a value above the supervisor's own hard limit
-    keeps that hard limit).  ``wall_time_limit`` is in seconds; ``None`` or 0 means none.
+    keeps that hard limit).  ``rlimit_cpu`` is the soft CPU limit (SIGXCPU); the kernel kills
+    a sandboxee that catches that signal a second later.  ``wall_time_limit`` is in seconds;
+    ``None`` or 0 means none.  ``output_limit`` is the number of bytes kept of each stream
+    that :meth:`Sandbox.run` captures (``PIPE``); the rest is read and discarded, and
+    ``result.output_truncated`` says so.  None keeps everything.
     """
 
     rlimit_as: int | None = None
@@ -60,6 +64,7 @@ class Limits:
     rlimit_nofile: int | None = 1024
     rlimit_core: int | None = 0
     wall_time_limit: float | None = 120.0
+    output_limit: int | None = 64 << 20
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -220,6 +225,7 @@ class Executor:
             must call ``aiosandbox.client.Client().sandbox_me_here()`` (or the C header's
             ``sbx_sandbox_me_here()``) once initialised; ``Sandbox.start()`` returns when
             it has.
+        limits: The sandboxee's :class:`Limits` (a copy is kept); the defaults otherwise.
 
     Raises:
         ValueError: A relative path, empty args, a bad stdio value or env entry.
@@ -238,6 +244,7 @@ class Executor:
         stdout: StdioSpec = None,
         stderr: StdioSpec = None,
         sandbox_before_exec: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         self.path = _check_binary(os.fspath(path))
         self.args = _check_args(self.path, args)
@@ -249,7 +256,7 @@ class Executor:
         if not isinstance(sandbox_before_exec, bool):
             raise TypeError(f"sandbox_before_exec must be a bool, not {sandbox_before_exec!r}")
         self.sandbox_before_exec = sandbox_before_exec
-        self.limits = Limits()
+        self.limits = _copy_limits(limits)
         self.ipc = IPC()
         self._used = False
         self._fork_server: CustomForkServer | None = None  # set on a fork-server executor
@@ -264,6 +271,7 @@ class Executor:
         stdin: StdioSpec = None,
         stdout: StdioSpec = None,
         stderr: StdioSpec = None,
+        limits: Limits | None = None,
     ) -> Executor:
         """An executor whose sandboxee is forked from a custom fork server (guide, mode c).
 
@@ -275,6 +283,7 @@ class Executor:
         child gets its own comms, fds, limits, filter (its ``sandbox_me_here()``) and
         monitor.  The server runs until ``await fork_executor.aclose()``: its executor's
         ``wall_time_limit`` does not apply to it, its rlimits do (and bound its children's).
+        ``limits`` are the child's own.
 
         Raises:
             ValueError: ``fork_executor`` is itself forked, or runs a sandbox already.
@@ -294,7 +303,7 @@ class Executor:
         child.stdout = _check_stdio("stdout", stdout)
         child.stderr = _check_stdio("stderr", stderr)
         child.sandbox_before_exec = False
-        child.limits = Limits()
+        child.limits = _copy_limits(limits)
         child.ipc = IPC()
         child._used = False
         child._fork_server = None
@@ -322,6 +331,15 @@ class Executor:
         if ipc is not None:
             ipc.close()
             ipc.close_channel()
+
+
+def _copy_limits(limits: Limits | None) -> Limits:
+    if limits is None:
+        return Limits()
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be an aiosandbox.Limits, not {limits!r}")
+    # A copy: set_wall_time_limit() and the caller's later changes stay with their owner.
+    return replace(limits)
 
 
 def _check_binary(path: str) -> str:
