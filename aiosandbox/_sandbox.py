@@ -360,7 +360,9 @@ class Sandbox:
 
         Returns:
             The result; with PIPE stdout/stderr, ``result.stdout``/``result.stderr`` hold
-            everything the sandboxee wrote there.
+            what the sandboxee wrote there, up to ``limits.output_limit`` bytes each
+            (``result.output_truncated`` says whether more was dropped).  Cancelling the
+            task kills the sandboxee (see :meth:`kill`).
         """
         if input is not None and self._executor.stdin != PIPE:
             raise ValueError("input= needs an executor with stdin=PIPE")
