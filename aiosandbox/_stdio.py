@@ -150,6 +150,9 @@ def reopen(fd: int, name: str) -> CallerFd:
         raise ValueError(f"{name}={fd} is not an open fd: {exc.strerror}") from None
     if stat.S_ISSOCK(info.st_mode):
         raise ValueError(f"{name}={fd} is a socket: it is relayed, not reopened")
+    if flags & os.O_PATH:
+        # Reopening would grant reads or writes this fd does not allow.
+        raise ValueError(f"{name}={fd} is an O_PATH fd: it cannot be read or written")
     keep = flags & (os.O_ACCMODE | os.O_APPEND)
     try:
         # O_NONBLOCK: a FIFO opened for writing would wait for a reader otherwise.

@@ -229,3 +229,13 @@ def test_the_cli_leaves_its_callers_fds_as_they_were(abuser: str) -> None:
     finally:
         for fd in (in_r, in_w, out_r, out_w):
             os.close(fd)
+
+
+async def test_an_fd_that_cannot_be_reopened_is_a_clear_error(abuser: str, tmp_path) -> None:
+    path_fd = os.open(tmp_path, os.O_PATH)
+    try:
+        executor = Executor(abuser, ["abuser", "tamper"], stdout=path_fd)
+        with pytest.raises(ValueError, match="O_PATH"):
+            await run(executor)
+    finally:
+        os.close(path_fd)
