@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Final
 
 from ._comms._wire import FD_NAME_CHARS
+from ._sockets import blocking_socketpair
 
 if TYPE_CHECKING:
     from ._comms import Comms
@@ -113,9 +114,7 @@ class IPC:
 
     def _ensure_channel(self) -> socket.socket:
         if self._channel is None:
-            self._channel, self._channel_peer = socket.socketpair(
-                socket.AF_UNIX, socket.SOCK_STREAM
-            )
+            self._channel, self._channel_peer = blocking_socketpair()
         return self._channel
 
     def _take_channel_peer(self) -> socket.socket:
@@ -161,7 +160,7 @@ class IPC:
             read what the sandboxee writes to its stdout.
         """
         _check_target(sandboxee_fd)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = blocking_socketpair()
         try:
             self.map_fd(theirs.fileno(), sandboxee_fd, name=name)
         except BaseException:

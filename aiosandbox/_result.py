@@ -157,6 +157,8 @@ class ResultBuilder:
         self._rusage: resource.struct_rusage | None = None
         self._cpu_limit_signalled = False
         self._limit: str | None = None
+        self.cpu_limit: int | None = None
+        """The sandboxee's ``rlimit_cpu`` in seconds, None if unlimited."""
 
     @property
     def decided(self) -> bool:
@@ -216,16 +218,36 @@ class ResultBuilder:
             self._decide(Status.OK, exit_code)
         elif signal_number is not None:
             self._signal = signal_number
-            self._decide_limit(
-                Status.SIGNALED,
-                signal_number,
-                _signal_limit(signal_number, cpu_limit_signalled=self._cpu_limit_signalled),
-            )
+            self._decide_limit(Status.SIGNALED, signal_number, self._signal_limit(signal_number))
 
     def _decide_limit(self, status: Status, reason_code: int, limit: str | None) -> None:
         if self._status is None:
             self._limit = limit
         self._decide(status, reason_code)
+
+    def _signal_limit(self, signal_number: int) -> str | None:
+        """The rlimit a death by this signal tells of.
+
+        The kernel signals SIGXCPU at the soft CPU limit (and SIGKILL at the hard one a
+        second later), and SIGXFSZ for a write past the file size limit.  A sandboxee can
+        queue itself a SIGXCPU that looks like the kernel's: the CPU limit is named only if
+        the main process also used about that much CPU time.
+        """
+        if signal_number in (signal.SIGXCPU, signal.SIGKILL):
+            if self._cpu_limit_signalled and self._used_cpu_limit():
+                return "rlimit_cpu"
+            return None
+        if signal_number == signal.SIGXFSZ:
+            return "rlimit_fsize"
+        return None
+
+    def _used_cpu_limit(self) -> bool:
+        if self.cpu_limit is None or self._rusage is None:
+            return False
+        used = self._rusage.ru_utime + self._rusage.ru_stime
+        # The kernel checks its tick-sampled CPU time; rusage reports the precise one,
+        # which may be a little lower.
+        return used >= 0.9 * self.cpu_limit - 0.1
 
     def build(self, wall_time: float) -> Result:
         """Returns the result; an undecided run (which should not happen) is an error."""
@@ -247,13 +269,3 @@ class ResultBuilder:
             detail=self._detail,
             limit_exceeded=self._limit,
         )
-
-
-def _signal_limit(signal_number: int, *, cpu_limit_signalled: bool) -> str | None:
-    """The rlimit a death by this signal tells of: the kernel signals SIGXCPU at the soft
-    CPU limit, SIGKILL at the hard one, and SIGXFSZ for a write past the file size limit."""
-    if signal_number == signal.SIGXCPU or (signal_number == signal.SIGKILL and cpu_limit_signalled):
-        return "rlimit_cpu"
-    if signal_number == signal.SIGXFSZ:
-        return "rlimit_fsize"
-    return None

@@ -58,7 +58,8 @@ from ._monitor._verdict import Phase, StopJudge
 from ._policy import MountKind, Policy, kernel_filter, kernel_instructions, syscall_number
 from ._policy._builder import tmpfs_inodes
 from ._result import Result, ResultBuilder, SetupReason, Status
-from ._stdio import CallerFd, Relay, capture, is_socket, reopen
+from ._sockets import blocking_socketpair
+from ._stdio import CallerFd, Relay, capture, give
 from .bpf import KILL, evaluate
 
 if TYPE_CHECKING:
@@ -327,7 +328,7 @@ class Sandbox:
         self._pipes: dict[str, socket.socket] = {}  # our ends of PIPE streams
         self._capturing = False  # run() reads stdout and stderr itself
         self._caller_fds: list[CallerFd] = []
-        self._relays: list[Relay] = []
+        self._relays: list[Relay] = []  # relays still delivering after the run
         self.stdin: anyio.abc.SocketStream | None = None
         self.stdout: anyio.abc.SocketStream | None = None
         self.stderr: anyio.abc.SocketStream | None = None
@@ -406,6 +407,7 @@ class Sandbox:
         self._start_time = time.monotonic()
         self._hub = hub_for_running_loop()
         self._timer = Timer(self._on_wall_time)
+        self._builder.cpu_limit = self._executor.limits.rlimit_cpu
         if self._builder.ending:
             # kill() came first: nothing is started, and the kill is the outcome.
             self._executor.ipc.close()
@@ -450,7 +452,7 @@ class Sandbox:
             targets.append(_COMMS_FD)
             exec_fd = os.open(executor.path, os.O_PATH | os.O_CLOEXEC)
             closing.append(exec_fd)
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ours, theirs = blocking_socketpair(socket.SOCK_SEQPACKET)
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             self._setup = ours
             request = SpawnRequest(
@@ -520,18 +522,18 @@ class Sandbox:
                 fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 closing.append(fd)
             elif spec == PIPE:
-                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                ours, theirs = blocking_socketpair()
                 streams[name] = ours
                 fd = theirs.detach()
                 closing.append(fd)
-            elif is_socket(spec):
-                # Never the caller's own description (see _stdio): a relayed socket.
-                relay = Relay(spec, to_sandboxee=target == 0)
-                self._relays.append(relay)
-                fd = relay.sandboxee_fd
-                closing.append(fd)
             else:
-                caller_fd = reopen(spec, name)
+                # Never the caller's own description (see _stdio).
+                try:
+                    caller_fd = give(spec, name)
+                except BaseException:
+                    for sock in streams.values():
+                        sock.close()
+                    raise
                 self._caller_fds.append(caller_fd)
                 fd = caller_fd.fd
             fds.append(fd)
@@ -811,14 +813,10 @@ class Sandbox:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for relay in self._relays:
-            relay.shut()
-        callers, self._caller_fds = self._caller_fds, []
-        for caller_fd in callers:
-            try:
-                caller_fd.run_ended()
-            except OSError as exc:
-                logger.warning("cannot move a caller's file offset on: %s", exc)
+        for caller_fd in self._caller_fds:
+            if caller_fd.relay is not None:
+                caller_fd.relay.shut()
+            caller_fd.run_ended()
 
     def _on_wall_time(self) -> None:
         self._builder.timed_out()
@@ -894,18 +892,28 @@ class Sandbox:
                 await stream.aclose()
         for sock in self._pipes.values():
             sock.close()  # those run() read itself; closing a stream's twice is harmless
-        relays, self._relays = self._relays, []
-        if self._done.is_set():
-            # What the sandboxee wrote before it ended still reaches the caller's socket,
-            # if the caller's side reads it in time.
-            with anyio.move_on_after(_SHUTDOWN_GRACE, shield=True):
-                for relay in relays:
-                    await relay.finished.wait()
-        for relay in relays:
-            relay.close()
         callers, self._caller_fds = self._caller_fds, []
+        relays = [caller_fd.relay for caller_fd in callers if caller_fd.relay is not None]
+        if self._done.is_set():
+            # What the sandboxee wrote before it ended goes on to the caller's fd: now, as
+            # far as the caller's side takes it, and after we return, in the background,
+            # as the caller reads (at most its socket's queue and one chunk are left).
+            with anyio.CancelScope(shield=True):
+                for relay in relays:
+                    await relay.settled.wait()
+            self._relays = [relay for relay in relays if not relay.finished.is_set()]
+        else:
+            for relay in relays:
+                relay.close()
         for caller_fd in callers:
+            caller_fd.close()
             caller_fd.run_ended()
+
+    async def _output_delivered(self) -> None:
+        """Waits until relayed output has all reached the caller's fds (the CLI waits for
+        this before it exits, and with it the loop that relays)."""
+        for relay in self._relays:
+            await relay.finished.wait()
 
     async def __aenter__(self) -> Sandbox:
         await self.start()

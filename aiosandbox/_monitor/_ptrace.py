@@ -508,9 +508,10 @@ class PtraceMonitor:
                 raise
 
     def _note_cpu_limit(self, pid: int) -> None:
-        """Tells the builder when SIGXCPU comes from the kernel's CPU limit of the main
-        process (si_code SI_KERNEL; another process of the sandbox can only send SI_USER or
-        SI_QUEUE), so that a kill at the hard limit reads as the limit."""
+        """Tells the builder when SIGXCPU looks like the kernel's CPU limit of the main
+        process (si_code SI_KERNEL), so that a kill at the hard limit reads as the limit.
+        Another process can only send SI_USER or SI_QUEUE, but a process can queue itself
+        any code: the builder also checks the CPU time used."""
         info = _SigInfoHead()
         _ptrace(PTRACE_GETSIGINFO, pid, 0, ctypes.addressof(info))
         if info.si_code == _SI_KERNEL and _thread_group(pid) == self.main_pid:
