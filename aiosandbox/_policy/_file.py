@@ -100,7 +100,7 @@ from functools import cached_property
 from typing import Any, NoReturn
 
 from aiosandbox._exceptions import PolicyError
-from aiosandbox._executor import Limits
+from aiosandbox._limits import Limits
 from aiosandbox._policy._arch import HOST_ARCH, Arch, syscall_number
 from aiosandbox._policy._bpf import Instruction, assemble
 from aiosandbox._policy._bpf_text import (
