@@ -8,7 +8,8 @@ network, no new processes, no exec, no writes outside a tmpfs the caller adds, n
 executable memory but the loader's mappings of library files.  It has two halves:
 
 * *Files*, found by asking the interpreter itself: it is run once on the host (``-I``, empty
-  environment, as the sandbox will run it) to print ``sys.path``.  Every existing absolute
+  environment, as the sandbox will run it) to print ``sys.path``; ``aiosandbox/_probe.py``
+  starts it, so that nothing in this package starts a process.  Every existing absolute
   directory of it is mounted read-only (a directory inside another one is covered by it), the
   interpreter's own ELF loader and libraries through ``add_libraries_for_binary``, and the
   system library directory its libc lives in, read-only, so that the standard library's
@@ -39,13 +40,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiosandbox._exceptions import PolicyError
 from aiosandbox._policy._bpf import ALLOW, ARG_32, ERRNO, JA32, JEQ32, JUMP, LABEL
+from aiosandbox._probe import ask_python
 
 if TYPE_CHECKING:
     from aiosandbox._policy._builder import PolicyBuilder
@@ -159,23 +160,8 @@ def query_python(interpreter: str) -> PythonInstallation:
 def _query_cached(interpreter: str, dev: int, ino: int, mtime_ns: int) -> PythonInstallation:
     # dev/ino/mtime are part of the key only: a replaced interpreter is asked again.
     del dev, ino, mtime_ns
-    try:
-        done = subprocess.run(
-            [interpreter, "-I", "-c", _QUERY],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env={},
-            timeout=_QUERY_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise PolicyError(f"cannot run the Python interpreter {interpreter!r}: {exc}") from exc
-    if done.returncode != 0:
-        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise PolicyError(
-            f"the Python interpreter {interpreter!r} failed (exit {done.returncode}): {last[0]}"
-        )
-    version, path = parse_query_output(interpreter, done.stdout)
+    output = ask_python(interpreter, _QUERY, timeout=_QUERY_TIMEOUT)
+    version, path = parse_query_output(interpreter, output)
     existing = (os.path.normpath(p) for p in path if os.path.isabs(p) and os.path.isdir(p))
     return PythonInstallation(interpreter, version, outermost(existing))
 
