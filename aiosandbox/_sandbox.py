@@ -57,7 +57,7 @@ from ._limits import Limits
 from ._monitor._ptrace import PtraceMonitor, SyscallEvent
 from ._monitor._verdict import Phase, StopJudge
 from ._policy import MountKind, Policy, kernel_filter, kernel_instructions, syscall_number
-from ._policy._builder import tmpfs_inodes
+from ._policy._mounts import tmpfs_inodes
 from ._result import Result, ResultBuilder, SetupReason, Status
 from ._stdio import CallerFd, Relay, capture, is_socket, reopen
 from .bpf import KILL, evaluate
