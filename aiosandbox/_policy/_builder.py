@@ -235,6 +235,16 @@ class PolicyBuilder:
         return self
 
     @_recorded
+    def add_policy_on_mmap(self, block: BlockLike) -> Self:
+        """Run a BPF block for mmap and mmap2 (those the architecture has); see
+        :meth:`add_policy_on_syscalls`.
+
+        Raises:
+            PolicyError: as :meth:`add_policy_on_syscalls`.
+        """
+        return self.add_policy_on_syscalls(self._engine.existing(["mmap", "mmap2"]), block)
+
+    @_recorded
     def default_action(self, action: Instruction) -> Self:
         """Set the verdict for syscalls no rule decides (default: ``KILL``).
 
@@ -251,18 +261,6 @@ class PolicyBuilder:
     def danger_default_allow_all(self) -> Self:
         """Allow every syscall no rule decides; same as ``default_action(bpf.ALLOW)``."""
         return self.default_action(ALLOW)
-
-    # --- helpers with argument restrictions ---------------------------------------------
-
-    @_recorded
-    def add_policy_on_mmap(self, block: BlockLike) -> Self:
-        """Run a BPF block for mmap and mmap2 (those the architecture has); see
-        :meth:`add_policy_on_syscalls`.
-
-        Raises:
-            PolicyError: as :meth:`add_policy_on_syscalls`.
-        """
-        return self.add_policy_on_syscalls(self._engine.existing(["mmap", "mmap2"]), block)
 
     # --- helpers with argument restrictions (the catalogue) -----------------------------
 
@@ -360,6 +358,8 @@ class PolicyBuilder:
 
     allow_python = _helper(_presets.allow_python)
 
+    # --- settings the sandbox applies ---------------------------------------------------
+
     @_recorded
     def allow_speculation(self) -> Self:
         """Leave speculative-execution mitigations to the kernel's default for this
@@ -433,6 +433,8 @@ class PolicyBuilder:
     def collect_all_threads_stacktrace(self, enable: bool) -> Self:
         """Collect every thread's stack, not only the main thread's (default off)."""
         return self._set_stacktraces("all_threads", enable)
+
+    # --- namespaces and network ---------------------------------------------------------
 
     @_recorded
     def disable_namespaces(self) -> Self:
