@@ -69,7 +69,40 @@ from aiosandbox._policy._bpf import (
 from aiosandbox._policy._engine import Engine
 from aiosandbox._policy._mounts import check_path
 
-__all__ = ["PLAIN_GROUPS", "SyscallGroup", "plain"]
+__all__ = [
+    "PLAIN_GROUPS",
+    "SyscallGroup",
+    "add_network_proxy_handler_policy",
+    "add_network_proxy_policy",
+    "allow_comms",
+    "allow_dynamic_startup",
+    "allow_futex_op",
+    "allow_get_random",
+    "allow_get_rlimit",
+    "allow_limited_madvise",
+    "allow_llvm_coverage",
+    "allow_llvm_sanitizers",
+    "allow_log_forwarding",
+    "allow_madvise_populate",
+    "allow_mmap_without_exec",
+    "allow_mprotect_without_exec",
+    "allow_pkey_mprotect_without_exec",
+    "allow_prctl_option",
+    "allow_prctl_set_name",
+    "allow_prctl_set_vma",
+    "allow_restartable_sequences",
+    "allow_safe_bpf",
+    "allow_safe_fcntl",
+    "allow_scudo_malloc",
+    "allow_shared_memory",
+    "allow_shared_memory_comms",
+    "allow_static_startup",
+    "allow_system_malloc",
+    "allow_tc_malloc",
+    "allow_tcgets",
+    "allow_wipe_on_fork",
+    "plain",
+]
 
 _log = logging.getLogger("aiosandbox.policy")
 
