@@ -43,7 +43,7 @@ from ._asyncio import (
 from ._comms._wire import COMMS_FD as _COMMS_FD
 from ._comms._wire import FD_MAP_ENV, TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
 from ._exceptions import CommsError, PolicyError
-from ._executor import DEVNULL, PIPE, Executor, Limits
+from ._executor import DEVNULL, PIPE, Executor
 from ._forkserver._client import SpawnRequest, fork_server
 from ._forkserver._server import (
     CLONE_NEWIPC,
@@ -53,10 +53,11 @@ from ._forkserver._server import (
     CLONE_NEWUSER,
     CLONE_NEWUTS,
 )
+from ._limits import Limits
 from ._monitor._ptrace import PtraceMonitor, SyscallEvent
 from ._monitor._verdict import Phase, StopJudge
 from ._policy import MountKind, Policy, kernel_filter, kernel_instructions, syscall_number
-from ._policy._builder import tmpfs_inodes
+from ._policy._mounts import tmpfs_inodes
 from ._result import Result, ResultBuilder, SetupReason, Status
 from ._sockets import blocking_socketpair
 from ._stdio import CallerFd, Relay, capture, give
