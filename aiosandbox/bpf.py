@@ -15,7 +15,8 @@ The macros follow the kernel's ``samples/seccomp/bpf_helper.h`` as Sandbox2 uses
 ``JGE``, ``JLT``, ``JLE`` and ``JA`` (any of the bits set); ``ARG_32(n)`` loads its low 32 bits
 for the ``*32`` forms. Each comparison takes a value and one action -- ``ALLOW``, ``KILL``,
 ``ERRNO(e)``, ``TRACE(d)``, ``TRAP`` or ``JUMP(label)`` -- run when it holds. A block is a list
-of instructions and macro results; it must end every path in an action.
+of instructions and macro results; it must end every path in an action. ``Block`` is its type,
+for annotations: ``def on_write() -> bpf.Block: return [bpf.ARG(0), ...]``.
 """
 
 import types as _types

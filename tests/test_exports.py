@@ -98,7 +98,8 @@ SPEC_BPF = frozenset(
         "disassemble",
     }
 )
-# The remaining seccomp verdicts, the arch load, and the types the macros return.
+# The remaining seccomp verdicts, the arch load, the types the macros return, and Block, the
+# type of a block (what add_policy_on_syscall takes), so that SPEC's examples type-check.
 EXTRA_BPF = frozenset(
     {
         "KILL_PROCESS",
@@ -106,6 +107,7 @@ EXTRA_BPF = frozenset(
         "LOG",
         "USER_NOTIF",
         "LOAD_ARCH",
+        "Block",
         "Instruction",
         "Jump",
         "Label",

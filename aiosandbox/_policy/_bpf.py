@@ -10,10 +10,14 @@ forward only, so every program terminates; conditional jumps reach at most 255 i
 ``JA`` any distance.
 
 A *block* is what users write: a list whose items are :class:`Instruction`, :class:`Label`,
-:class:`Jump`, or tuples of those (the macros that expand to several instructions return
-tuples). Every item occupies exactly one instruction slot -- a label becomes a no-op ``JA 0``
-as in Sandbox2 -- so raw ``jt``/``jf`` offsets written by hand count the same slots the reader
-sees. :func:`assemble` flattens a block, resolves labels (forward only) and :func:`check_block`
+:class:`Jump`, or tuples of those (the macros that expand to several instructions return an
+:class:`Expansion`, a tuple). All four derive from :class:`BlockPart`, so that a type checker
+infers ``[ARG(0), JEQ(1, ALLOW), KILL]`` as ``list[BlockPart]``, a :data:`Block`, rather than
+``list[object]`` (the nearest common base of a tuple and an instruction otherwise).
+
+Every item occupies exactly one instruction slot -- a label becomes a no-op ``JA 0`` as in
+Sandbox2 -- so raw ``jt``/``jf`` offsets written by hand count the same slots the reader sees.
+:func:`assemble` flattens a block, resolves labels (forward only) and :func:`check_block`
 proves that every jump lands inside the block and, for user blocks, that no path runs off the
 end.
 
@@ -69,6 +73,7 @@ __all__ = [
     "TRACE",
     "TRAP",
     "USER_NOTIF",
+    "Block",
     "Instruction",
     "Jump",
     "Label",
@@ -162,8 +167,19 @@ _U64 = 0xFFFFFFFFFFFFFFFF
 _SOCK_FILTER = struct.Struct("=HBBI")
 
 
+class BlockPart:
+    """What may stand in a policy block: an :class:`Instruction`, a :class:`Label`, a
+    :class:`Jump`, or a macro's :class:`Expansion`.
+
+    A base class for type checkers, with no behaviour: it gives those four a common type
+    nearer than ``object``, which is what a list of them is inferred as.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True, repr=False)
-class Instruction:
+class Instruction(BlockPart):
     """One classic-BPF instruction, the ``struct sock_filter`` the kernel loads.
 
     Attributes:
@@ -207,14 +223,14 @@ class Instruction:
 
 
 @dataclass(frozen=True, slots=True)
-class Label:
+class Label(BlockPart):
     """A jump target inside a block, made by :func:`LABEL`; it assembles to a no-op."""
 
     name: str
 
 
 @dataclass(frozen=True, slots=True)
-class Jump:
+class Jump(BlockPart):
     """An unconditional jump to a :class:`Label` later in the same block, made by
     :func:`JUMP`. As the action of a ``J*`` macro it makes that comparison a conditional jump.
     """
@@ -226,8 +242,18 @@ BlockItem: TypeAlias = Instruction | Label | Jump
 """One slot of a block."""
 Action: TypeAlias = Instruction | Jump
 """What a comparison macro runs when it holds: a ``RET`` such as ``ALLOW``, or a ``JUMP``."""
-BlockLike: TypeAlias = Iterable[BlockItem | Sequence[BlockItem]] | Instruction
-"""A policy block as users write it: items and tuples of items, flattened in order."""
+
+
+class Expansion(tuple[BlockItem, ...], BlockPart):
+    """What a macro that stands for several instructions returns (``ARG``, ``JEQ``, ...): a
+    plain tuple of slots, typed as a :class:`BlockPart`."""
+
+    __slots__ = ()
+
+
+Block: TypeAlias = BlockPart | Iterable[BlockPart | Sequence[BlockPart]]
+"""A policy block as users write it, e.g. ``[ARG(0), JEQ(1, ALLOW), KILL]``: instructions,
+labels, jumps and macro expansions, and sequences of those, flattened in order."""
 
 
 def pack_program(program: Iterable[Instruction]) -> bytes:
@@ -353,7 +379,7 @@ def ARG_32(n: int) -> Instruction:
     return stmt(BPF_LD | BPF_W | BPF_ABS, arg_offset(n))
 
 
-def ARG(n: int) -> tuple[Instruction, ...]:
+def ARG(n: int) -> Expansion:
     """Load 64-bit syscall argument ``n`` for the 64-bit comparisons (``JEQ``, ``JGT``, ...).
 
     Leaves ``M[0]`` = low half, ``M[1]`` = high half, ``A`` = high half.
@@ -361,11 +387,13 @@ def ARG(n: int) -> tuple[Instruction, ...]:
     Raises:
         PolicyError: ``n`` is not 0..5.
     """
-    return (
-        stmt(BPF_LD | BPF_W | BPF_ABS, arg_offset(n)),
-        stmt(BPF_ST, 0),
-        stmt(BPF_LD | BPF_W | BPF_ABS, arg_offset(n, high=True)),
-        stmt(BPF_ST, 1),
+    return Expansion(
+        (
+            stmt(BPF_LD | BPF_W | BPF_ABS, arg_offset(n)),
+            stmt(BPF_ST, 0),
+            stmt(BPF_LD | BPF_W | BPF_ABS, arg_offset(n, high=True)),
+            stmt(BPF_ST, 1),
+        )
     )
 
 
@@ -420,43 +448,43 @@ def _u64(value: int) -> int:
     return value & _U64
 
 
-def _cmp32(op: int, value: int, action: object, *, negate: bool) -> tuple[BlockItem, ...]:
+def _cmp32(op: int, value: int, action: object, *, negate: bool) -> Expansion:
     # "if (A op value) run action, else skip it": the action sits right after the test.
     jt, jf = (1, 0) if negate else (0, 1)
-    return (jump(BPF_JMP | op | BPF_K, _u32(value), jt, jf), _action(action))
+    return Expansion((jump(BPF_JMP | op | BPF_K, _u32(value), jt, jf), _action(action)))
 
 
-def JEQ32(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JEQ32(value: int, action: Action) -> Expansion:
     """Run ``action`` if ``A == value``."""
     return _cmp32(BPF_JEQ, value, action, negate=False)
 
 
-def JNE32(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JNE32(value: int, action: Action) -> Expansion:
     """Run ``action`` if ``A != value``."""
     return _cmp32(BPF_JEQ, value, action, negate=True)
 
 
-def JGT32(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JGT32(value: int, action: Action) -> Expansion:
     """Run ``action`` if ``A > value`` (unsigned)."""
     return _cmp32(BPF_JGT, value, action, negate=False)
 
 
-def JGE32(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JGE32(value: int, action: Action) -> Expansion:
     """Run ``action`` if ``A >= value`` (unsigned)."""
     return _cmp32(BPF_JGE, value, action, negate=False)
 
 
-def JLT32(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JLT32(value: int, action: Action) -> Expansion:
     """Run ``action`` if ``A < value`` (unsigned)."""
     return _cmp32(BPF_JGE, value, action, negate=True)
 
 
-def JLE32(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JLE32(value: int, action: Action) -> Expansion:
     """Run ``action`` if ``A <= value`` (unsigned)."""
     return _cmp32(BPF_JGT, value, action, negate=True)
 
 
-def JA32(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JA32(value: int, action: Action) -> Expansion:
     """Run ``action`` if any bit of ``value`` is set in ``A`` (``A & value != 0``)."""
     return _cmp32(BPF_JSET, value, action, negate=False)
 
@@ -478,80 +506,86 @@ def _k(op: int, value: int, jt: int, jf: int) -> Instruction:
 # and leaves it unchanged; offsets are written out by slot, "next" is the slot after the last.
 
 
-def JEQ(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JEQ(value: int, action: Action) -> Expansion:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``== value``."""
     lo, hi = _split(value)
-    return (
-        _k(BPF_JEQ, hi, 0, 5),  # 0: hi differs -> next
-        _LOAD_LO,  # 1
-        _k(BPF_JEQ, lo, 0, 2),  # 2: lo differs -> 5
-        _LOAD_HI,  # 3
-        _action(action),  # 4
-        _LOAD_HI,  # 5
+    return Expansion(
+        (
+            _k(BPF_JEQ, hi, 0, 5),  # 0: hi differs -> next
+            _LOAD_LO,  # 1
+            _k(BPF_JEQ, lo, 0, 2),  # 2: lo differs -> 5
+            _LOAD_HI,  # 3
+            _action(action),  # 4
+            _LOAD_HI,  # 5
+        )
     )
 
 
-def JNE(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JNE(value: int, action: Action) -> Expansion:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``!= value``."""
     lo, hi = _split(value)
-    return (
-        _k(BPF_JEQ, hi, 0, 2),  # 0: hi differs -> 3 (match)
-        _LOAD_LO,  # 1
-        _k(BPF_JEQ, lo, 2, 0),  # 2: lo equal too -> 5 (no match)
-        _LOAD_HI,  # 3
-        _action(action),  # 4
-        _LOAD_HI,  # 5
+    return Expansion(
+        (
+            _k(BPF_JEQ, hi, 0, 2),  # 0: hi differs -> 3 (match)
+            _LOAD_LO,  # 1
+            _k(BPF_JEQ, lo, 2, 0),  # 2: lo equal too -> 5 (no match)
+            _LOAD_HI,  # 3
+            _action(action),  # 4
+            _LOAD_HI,  # 5
+        )
     )
 
 
-def JA(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JA(value: int, action: Action) -> Expansion:
     """After ``ARG(n)``: run ``action`` if any bit of ``value`` is set in the 64-bit argument."""
     lo, hi = _split(value)
-    return (
-        _k(BPF_JSET, hi, 2, 0),  # 0: a high bit set -> 3 (match)
-        _LOAD_LO,  # 1
-        _k(BPF_JSET, lo, 0, 2),  # 2: no low bit set -> 5 (no match)
-        _LOAD_HI,  # 3
-        _action(action),  # 4
-        _LOAD_HI,  # 5
+    return Expansion(
+        (
+            _k(BPF_JSET, hi, 2, 0),  # 0: a high bit set -> 3 (match)
+            _LOAD_LO,  # 1
+            _k(BPF_JSET, lo, 0, 2),  # 2: no low bit set -> 5 (no match)
+            _LOAD_HI,  # 3
+            _action(action),  # 4
+            _LOAD_HI,  # 5
+        )
     )
 
 
-def _ordered(
-    hi_match: int, lo_op: int, lo_negate: bool, value: int, action: Action
-) -> tuple[BlockItem, ...]:
+def _ordered(hi_match: int, lo_op: int, lo_negate: bool, value: int, action: Action) -> Expansion:
     # Unsigned order on (hi, lo): decided by hi unless the halves are equal, then by lo.
     # hi_match is the test on hi that means "greater" (JGT) or, negated, "less" (JGE).
     lo, hi = _split(value)
     first = _k(BPF_JGT, hi, 4, 0) if hi_match == BPF_JGT else _k(BPF_JGE, hi, 0, 4)
     lo_test = _k(lo_op, lo, 2, 0) if lo_negate else _k(lo_op, lo, 0, 2)
-    return (
-        first,  # 0: decided by hi in favour -> 5 (action)
-        _k(BPF_JEQ, hi, 0, 5),  # 1: decided by hi against -> next
-        _LOAD_LO,  # 2
-        lo_test,  # 3: lo against -> 6
-        _LOAD_HI,  # 4
-        _action(action),  # 5
-        _LOAD_HI,  # 6
+    return Expansion(
+        (
+            first,  # 0: decided by hi in favour -> 5 (action)
+            _k(BPF_JEQ, hi, 0, 5),  # 1: decided by hi against -> next
+            _LOAD_LO,  # 2
+            lo_test,  # 3: lo against -> 6
+            _LOAD_HI,  # 4
+            _action(action),  # 5
+            _LOAD_HI,  # 6
+        )
     )
 
 
-def JGT(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JGT(value: int, action: Action) -> Expansion:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``> value`` (unsigned)."""
     return _ordered(BPF_JGT, BPF_JGT, False, value, action)
 
 
-def JGE(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JGE(value: int, action: Action) -> Expansion:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``>= value`` (unsigned)."""
     return _ordered(BPF_JGT, BPF_JGE, False, value, action)
 
 
-def JLT(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JLT(value: int, action: Action) -> Expansion:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``< value`` (unsigned)."""
     return _ordered(BPF_JGE, BPF_JGE, True, value, action)
 
 
-def JLE(value: int, action: Action) -> tuple[BlockItem, ...]:
+def JLE(value: int, action: Action) -> Expansion:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``<= value`` (unsigned)."""
     return _ordered(BPF_JGE, BPF_JGT, True, value, action)
 

@@ -37,7 +37,7 @@ from typing import Any, Concatenate, Final, ParamSpec, Self, TypeVar
 from aiosandbox._exceptions import PolicyError
 from aiosandbox._policy import _catalogue, _endpoints, _mounts, _presets
 from aiosandbox._policy._arch import HOST_ARCH, Arch
-from aiosandbox._policy._bpf import ALLOW, BlockLike, Instruction, assemble
+from aiosandbox._policy._bpf import ALLOW, Block, Instruction, assemble
 from aiosandbox._policy._catalogue import PLAIN_GROUPS
 from aiosandbox._policy._engine import Engine
 from aiosandbox._policy._policy import BuilderCall, Policy
@@ -211,12 +211,12 @@ class PolicyBuilder:
         return self
 
     @_recorded
-    def add_policy_on_syscall(self, syscall: str | int, block: BlockLike) -> Self:
+    def add_policy_on_syscall(self, syscall: str | int, block: Block) -> Self:
         """Run a BPF block for a syscall (see :meth:`add_policy_on_syscalls`)."""
         return self.add_policy_on_syscalls([syscall], block)
 
     @_recorded
-    def add_policy_on_syscalls(self, syscalls: Iterable[str | int], block: BlockLike) -> Self:
+    def add_policy_on_syscalls(self, syscalls: Iterable[str | int], block: Block) -> Self:
         """Run a BPF block, made of :mod:`aiosandbox.bpf` macros, for any of ``syscalls``.
 
         The block starts with ``A`` = syscall number, typically loads arguments and must end
@@ -235,7 +235,7 @@ class PolicyBuilder:
         return self
 
     @_recorded
-    def add_policy_on_mmap(self, block: BlockLike) -> Self:
+    def add_policy_on_mmap(self, block: Block) -> Self:
         """Run a BPF block for mmap and mmap2 (those the architecture has); see
         :meth:`add_policy_on_syscalls`.
 

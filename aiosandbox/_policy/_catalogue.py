@@ -63,7 +63,7 @@ from aiosandbox._policy._bpf import (
     JUMP,
     LABEL,
     TRAP,
-    BlockLike,
+    Block,
     stmt,
 )
 from aiosandbox._policy._engine import Engine
@@ -1085,7 +1085,7 @@ def allow_comms(engine: Engine) -> None:
     fd needs no more; using it does (e.g. ``allow_shared_memory`` for a Buffer).
     """
     if engine.first_time("comms"):
-        on_comms: BlockLike = [ARG_32(0), JEQ32(_COMMS_FD, ALLOW)]
+        on_comms: Block = [ARG_32(0), JEQ32(_COMMS_FD, ALLOW)]
         engine.helper_block(["read", "recvmsg", "recvfrom"], on_comms)
         engine.helper_block(["write", "sendmsg", "sendto"], on_comms)
         # Python's socket(fileno=1023), which the client makes, asks getsockname().

@@ -56,7 +56,7 @@ from aiosandbox._policy._bpf import (
     ERRNO,
     JEQ32,
     KILL,
-    BlockLike,
+    Block,
     Instruction,
     assemble,
     check_block,
@@ -243,7 +243,7 @@ class Engine:
                 self._handles_ptrace |= nr == ptrace
                 self._handles_bpf |= nr == bpf
 
-    def helper_block(self, names: Iterable[str], block: BlockLike) -> None:
+    def helper_block(self, names: Iterable[str], block: Block) -> None:
         """Add a helper's block for those of ``names`` the architecture has: it allows some
         calls and may fall through for the rest.
 
@@ -264,7 +264,7 @@ class Engine:
         self.note(nrs)
         self._rules.append(rule_on_syscalls(nrs, body))
 
-    def user_block(self, syscalls: Iterable[str | int], block: BlockLike) -> None:
+    def user_block(self, syscalls: Iterable[str | int], block: Block) -> None:
         """Append a caller's block for ``syscalls``; it must end every path in an action.
 
         Raises:
@@ -289,7 +289,7 @@ class Engine:
             self.note((nr,))
             self._overridable.append(rule_block(nr, ERRNO(errno)))
 
-    def overridable_block(self, names: Iterable[str], block: BlockLike) -> None:
+    def overridable_block(self, names: Iterable[str], block: Block) -> None:
         """Like :meth:`helper_block`, but placed after every user rule (Sandbox2's
         ``OverridableAddPolicyOnSyscalls``): a user rule for the same syscall wins."""
         nrs = self.existing(names)
