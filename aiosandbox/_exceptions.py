@@ -26,3 +26,10 @@ class SetupError(AiosandboxError):
 class CommsError(AiosandboxError):
     """Raised when a comms peer breaks the protocol: a wrong tag, a truncated frame, an
     oversized message or a closed channel."""
+
+
+# Users see aiosandbox.PolicyError, not aiosandbox._exceptions.PolicyError (as trio does),
+# wherever one is raised: the package loads its names lazily, so it cannot rename these first.
+for _exc in (AiosandboxError, PolicyError, SetupError, CommsError):
+    _exc.__module__ = "aiosandbox"
+del _exc

@@ -9,27 +9,12 @@
 ``_blocking`` must not pay for anyio.  The wire format is described in docs/protocol.md.
 """
 
-from __future__ import annotations
-
-import importlib
+from .. import _lazy
 
 # Not typing.TYPE_CHECKING: a sandboxee imports this, and typing costs it ~15 ms.
-TYPE_CHECKING = False
+_TYPE_CHECKING = False
 
-if TYPE_CHECKING:
-    from typing import Any
-
+# Each name once; _lazy.install imports it on first use and makes __all__ (aiosandbox/_lazy.py).
+if _TYPE_CHECKING or not _lazy.install(globals()):
     from ._async import Comms as Comms
     from ._blocking import BlockingComms as BlockingComms
-
-__all__ = ["BlockingComms", "Comms"]
-
-_LAZY = {"Comms": "._async", "BlockingComms": "._blocking"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
