@@ -25,13 +25,15 @@ the source cannot be read (an install of bytecode only), :func:`install` returns
 block runs: every name is imported at once, which is slower but the same API (only the
 ``__module__`` of the classes stays that of their private module).
 
-This is anyio's design (``anyio/_lazyimport.py``) without its cost: the source is parsed by
-``compile(..., PyCF_ONLY_AST)`` and read with the built-in ``_ast`` node classes, not with
-``inspect`` and ``ast``, which would cost a sandboxee's import some 10-30 ms under ``python
--S``. No ``typing`` either, for the same reason.
+This is anyio's design (``anyio/_lazyimport.py``) without its cost. anyio parses its source
+with ``inspect`` and ``ast``, some 10-30 ms of imports under ``python -S``; even the built-in
+``_ast`` costs 1.6 ms to import and ``compile(..., PyCF_ONLY_AST)`` 0.3 ms a package, more
+than everything else ``import aiosandbox.client`` adds to a sandboxee. So the block is read
+as lines, in a strict form that ruff's isort keeps (one ``from .x import name as name`` a
+line) and that is refused otherwise; tests/test_lazy.py checks the result against ``ast``. No
+``typing`` either, for the same reason.
 """
 
-import _ast
 from importlib import import_module
 
 _CONDITION = "_TYPE_CHECKING"
@@ -53,11 +55,11 @@ def install(namespace: dict[str, object]) -> bool:
             which is a mistake in the package, not in its user's program.
     """
     package = str(namespace["__name__"])
-    tree = _parse(namespace)
-    if tree is None:
+    source = _source(namespace)
+    if source is None:
         namespace["__getattr__"] = _eager_getattr(namespace, package)
         return False
-    exports = _exports(tree, package)
+    exports = _exports(source, package)
     # Only a public package renames: aiosandbox._comms's Comms is aiosandbox.Comms.
     public = not any(part.startswith("_") for part in package.split("."))
 
@@ -83,56 +85,59 @@ def install(namespace: dict[str, object]) -> bool:
     return True
 
 
-def _parse(namespace: dict[str, object]) -> "_ast.Module | None":
+def _source(namespace: dict[str, object]) -> str | None:
     path = namespace.get("__file__")
-    loader = namespace.get("__loader__")
-    get_data = getattr(loader, "get_data", None)
+    get_data = getattr(namespace.get("__loader__"), "get_data", None)
     if not isinstance(path, str) or not path.endswith(".py") or get_data is None:
         return None
     try:
-        source = get_data(path)
+        data = get_data(path)
     except OSError:
         return None
-    tree = compile(source, path, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
-    return tree if isinstance(tree, _ast.Module) else None
+    return data.decode("utf-8") if isinstance(data, bytes) else None
 
 
-def _exports(tree: "_ast.Module", package: str) -> dict[str, tuple[str, str]]:
+def _exports(source: str, package: str) -> dict[str, tuple[str, str]]:
     """Public name -> (module to import, relative to ``package``; attribute, or "" for the
-    module itself), from the block of re-exports, in the order written."""
-    for node in tree.body:
-        if isinstance(node, _ast.If) and _opens_exports(node.test):
+    module itself), from the block of re-exports, in the order written.
+
+    The block is read line by line: it is the unindented ``if _TYPE_CHECKING or not ...:``
+    and the indented lines after it, each blank, a comment or ``from .x import name as
+    name`` (the form ruff's isort keeps on one line per name). Anything else is refused,
+    so that what this reads is what a type checker reads.
+    """
+    lines = iter(enumerate(source.splitlines(), 1))
+    for _, line in lines:
+        if line.startswith(f"if {_CONDITION} or not ") and line.endswith(":"):
             break
     else:
         raise ImportError(f"{package}: no `if {_CONDITION} or not install(...)` block")
     exports: dict[str, tuple[str, str]] = {}
-    for stmt in node.body:
-        if not isinstance(stmt, _ast.ImportFrom) or not stmt.level:
+    for number, line in lines:
+        if line and not line.startswith(" "):
+            break  # the end of the block
+        words = line.partition("#")[0].split()
+        if not words:
+            continue
+        shaped = len(words) == 6 and words[0::2] == ["from", "import", "as"]
+        if not (shaped and words[3].isidentifier() and words[5].isidentifier()):
             raise ImportError(
-                f"{package}, line {stmt.lineno}: the block of re-exports holds only relative"
-                " `from .x import name as name` imports"
+                f"{package}, line {number}: the block of re-exports holds only"
+                f" `from .x import name as name` lines, one name each: {line.strip()!r}"
             )
-        for alias in stmt.names:
-            if alias.asname != alias.name:
-                raise ImportError(
-                    f"{package}, line {stmt.lineno}: write `{alias.name} as {alias.name}`, the"
-                    " explicit re-export that type checkers accept"
-                )
-            base = "." * stmt.level + (stmt.module or "")
-            if stmt.module is None:
-                exports[alias.name] = (base + alias.name, "")  # a submodule
-            else:
-                exports[alias.name] = (base, alias.name)
+        module, name, alias = words[1], words[3], words[5]
+        if not module.startswith("."):
+            raise ImportError(f"{package}, line {number}: only relative imports: {module!r}")
+        if alias != name:
+            raise ImportError(
+                f"{package}, line {number}: write `{name} as {name}`, the explicit"
+                " re-export that type checkers accept"
+            )
+        if module.strip("."):
+            exports[name] = (module, name)
+        else:
+            exports[name] = (module + name, "")  # `from . import sub as sub`: a submodule
     return exports
-
-
-def _opens_exports(test: "_ast.expr") -> bool:
-    return (
-        isinstance(test, _ast.BoolOp)
-        and isinstance(test.op, _ast.Or)
-        and isinstance(test.values[0], _ast.Name)
-        and test.values[0].id == _CONDITION
-    )
 
 
 def _eager_getattr(namespace: dict[str, object], package: str) -> object:
