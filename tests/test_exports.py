@@ -98,8 +98,9 @@ SPEC_BPF = frozenset(
         "disassemble",
     }
 )
-# The remaining seccomp verdicts, the arch load, the types the macros return, and Block, the
-# type of a block (what add_policy_on_syscall takes), so that SPEC's examples type-check.
+# The remaining seccomp verdicts, the arch load, the types the macros return (and BlockPart,
+# their common base), and Block, the type of a block (what add_policy_on_syscall takes), so
+# that SPEC's examples type-check.
 EXTRA_BPF = frozenset(
     {
         "KILL_PROCESS",
@@ -108,6 +109,8 @@ EXTRA_BPF = frozenset(
         "USER_NOTIF",
         "LOAD_ARCH",
         "Block",
+        "BlockPart",
+        "Expansion",
         "Instruction",
         "Jump",
         "Label",

@@ -96,6 +96,8 @@ assert_type(policy, Policy)
 
 # The pattern of SPEC section 2 with the block in a variable: a list[BlockPart], a bpf.Block.
 block = [bpf.ARG(0), bpf.JEQ(1, bpf.ALLOW), bpf.KILL]
+assert_type(block, list[bpf.BlockPart])
+assert_type(bpf.ARG(0)[0], bpf.Instruction)
 PolicyBuilder().add_policy_on_syscall("write", block)
 PolicyBuilder().add_policy_on_syscalls(["write", "pwrite64"], block)
 PolicyBuilder().add_policy_on_mmap([bpf.ARG_32(2), bpf.JEQ32(1, bpf.ALLOW), bpf.KILL])

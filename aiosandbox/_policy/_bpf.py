@@ -39,7 +39,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from aiosandbox._exceptions import PolicyError
 
@@ -74,6 +74,8 @@ __all__ = [
     "TRAP",
     "USER_NOTIF",
     "Block",
+    "BlockPart",
+    "Expansion",
     "Instruction",
     "Jump",
     "Label",
@@ -244,9 +246,13 @@ Action: TypeAlias = Instruction | Jump
 """What a comparison macro runs when it holds: a ``RET`` such as ``ALLOW``, or a ``JUMP``."""
 
 
-class Expansion(tuple[BlockItem, ...], BlockPart):
+_Slot = TypeVar("_Slot", bound=BlockItem, covariant=True)
+
+
+class Expansion(tuple[_Slot, ...], BlockPart):
     """What a macro that stands for several instructions returns (``ARG``, ``JEQ``, ...): a
-    plain tuple of slots, typed as a :class:`BlockPart`."""
+    plain tuple of slots, typed as a :class:`BlockPart`. ``ARG``'s holds instructions only,
+    a comparison's may hold a :class:`Jump`."""
 
     __slots__ = ()
 
@@ -379,7 +385,7 @@ def ARG_32(n: int) -> Instruction:
     return stmt(BPF_LD | BPF_W | BPF_ABS, arg_offset(n))
 
 
-def ARG(n: int) -> Expansion:
+def ARG(n: int) -> Expansion[Instruction]:
     """Load 64-bit syscall argument ``n`` for the 64-bit comparisons (``JEQ``, ``JGT``, ...).
 
     Leaves ``M[0]`` = low half, ``M[1]`` = high half, ``A`` = high half.
@@ -448,43 +454,43 @@ def _u64(value: int) -> int:
     return value & _U64
 
 
-def _cmp32(op: int, value: int, action: object, *, negate: bool) -> Expansion:
+def _cmp32(op: int, value: int, action: object, *, negate: bool) -> Expansion[BlockItem]:
     # "if (A op value) run action, else skip it": the action sits right after the test.
     jt, jf = (1, 0) if negate else (0, 1)
     return Expansion((jump(BPF_JMP | op | BPF_K, _u32(value), jt, jf), _action(action)))
 
 
-def JEQ32(value: int, action: Action) -> Expansion:
+def JEQ32(value: int, action: Action) -> Expansion[BlockItem]:
     """Run ``action`` if ``A == value``."""
     return _cmp32(BPF_JEQ, value, action, negate=False)
 
 
-def JNE32(value: int, action: Action) -> Expansion:
+def JNE32(value: int, action: Action) -> Expansion[BlockItem]:
     """Run ``action`` if ``A != value``."""
     return _cmp32(BPF_JEQ, value, action, negate=True)
 
 
-def JGT32(value: int, action: Action) -> Expansion:
+def JGT32(value: int, action: Action) -> Expansion[BlockItem]:
     """Run ``action`` if ``A > value`` (unsigned)."""
     return _cmp32(BPF_JGT, value, action, negate=False)
 
 
-def JGE32(value: int, action: Action) -> Expansion:
+def JGE32(value: int, action: Action) -> Expansion[BlockItem]:
     """Run ``action`` if ``A >= value`` (unsigned)."""
     return _cmp32(BPF_JGE, value, action, negate=False)
 
 
-def JLT32(value: int, action: Action) -> Expansion:
+def JLT32(value: int, action: Action) -> Expansion[BlockItem]:
     """Run ``action`` if ``A < value`` (unsigned)."""
     return _cmp32(BPF_JGE, value, action, negate=True)
 
 
-def JLE32(value: int, action: Action) -> Expansion:
+def JLE32(value: int, action: Action) -> Expansion[BlockItem]:
     """Run ``action`` if ``A <= value`` (unsigned)."""
     return _cmp32(BPF_JGT, value, action, negate=True)
 
 
-def JA32(value: int, action: Action) -> Expansion:
+def JA32(value: int, action: Action) -> Expansion[BlockItem]:
     """Run ``action`` if any bit of ``value`` is set in ``A`` (``A & value != 0``)."""
     return _cmp32(BPF_JSET, value, action, negate=False)
 
@@ -506,7 +512,7 @@ def _k(op: int, value: int, jt: int, jf: int) -> Instruction:
 # and leaves it unchanged; offsets are written out by slot, "next" is the slot after the last.
 
 
-def JEQ(value: int, action: Action) -> Expansion:
+def JEQ(value: int, action: Action) -> Expansion[BlockItem]:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``== value``."""
     lo, hi = _split(value)
     return Expansion(
@@ -521,7 +527,7 @@ def JEQ(value: int, action: Action) -> Expansion:
     )
 
 
-def JNE(value: int, action: Action) -> Expansion:
+def JNE(value: int, action: Action) -> Expansion[BlockItem]:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``!= value``."""
     lo, hi = _split(value)
     return Expansion(
@@ -536,7 +542,7 @@ def JNE(value: int, action: Action) -> Expansion:
     )
 
 
-def JA(value: int, action: Action) -> Expansion:
+def JA(value: int, action: Action) -> Expansion[BlockItem]:
     """After ``ARG(n)``: run ``action`` if any bit of ``value`` is set in the 64-bit argument."""
     lo, hi = _split(value)
     return Expansion(
@@ -551,7 +557,9 @@ def JA(value: int, action: Action) -> Expansion:
     )
 
 
-def _ordered(hi_match: int, lo_op: int, lo_negate: bool, value: int, action: Action) -> Expansion:
+def _ordered(
+    hi_match: int, lo_op: int, lo_negate: bool, value: int, action: Action
+) -> Expansion[BlockItem]:
     # Unsigned order on (hi, lo): decided by hi unless the halves are equal, then by lo.
     # hi_match is the test on hi that means "greater" (JGT) or, negated, "less" (JGE).
     lo, hi = _split(value)
@@ -570,22 +578,22 @@ def _ordered(hi_match: int, lo_op: int, lo_negate: bool, value: int, action: Act
     )
 
 
-def JGT(value: int, action: Action) -> Expansion:
+def JGT(value: int, action: Action) -> Expansion[BlockItem]:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``> value`` (unsigned)."""
     return _ordered(BPF_JGT, BPF_JGT, False, value, action)
 
 
-def JGE(value: int, action: Action) -> Expansion:
+def JGE(value: int, action: Action) -> Expansion[BlockItem]:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``>= value`` (unsigned)."""
     return _ordered(BPF_JGT, BPF_JGE, False, value, action)
 
 
-def JLT(value: int, action: Action) -> Expansion:
+def JLT(value: int, action: Action) -> Expansion[BlockItem]:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``< value`` (unsigned)."""
     return _ordered(BPF_JGE, BPF_JGE, True, value, action)
 
 
-def JLE(value: int, action: Action) -> Expansion:
+def JLE(value: int, action: Action) -> Expansion[BlockItem]:
     """After ``ARG(n)``: run ``action`` if the 64-bit argument ``<= value`` (unsigned)."""
     return _ordered(BPF_JGE, BPF_JGT, True, value, action)
 
