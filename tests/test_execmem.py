@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import msgpack
 import pytest
@@ -140,7 +141,14 @@ def test_the_default_policy_screens_personality_and_shmat_whatever_allows_them()
 # --- a Python client that loaded ctypes before its filter ---------------------------------
 
 PY_SANDBOXEE = str(SOURCES / "py_execmem.py")
-PACKAGES = [str(Path(module.__file__).parent) for module in (aiosandbox, msgpack)]
+
+
+def _folder(module: ModuleType) -> str:
+    assert module.__file__ is not None, f"{module.__name__} is not a package on disk"
+    return str(Path(module.__file__).parent)
+
+
+PACKAGES = [_folder(module) for module in (aiosandbox, msgpack)]
 
 
 def python_client_policy() -> PolicyBuilder:

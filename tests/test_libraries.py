@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -374,9 +375,17 @@ ABIS = [
 ]
 
 
+class Abi(TypedDict):
+    """The ELF header fields that make_elf takes for one ABI."""
+
+    elf_class: int
+    data: int
+    machine: int
+
+
 @pytest.mark.parametrize(("elf_class", "data", "machine"), ABIS)
 def test_synthetic_closure(tmp_path: Path, elf_class: int, data: int, machine: int) -> None:
-    abi = {"elf_class": elf_class, "data": data, "machine": machine}
+    abi: Abi = {"elf_class": elf_class, "data": data, "machine": machine}
     ld = make_elf(tmp_path / "rt" / "ld.so", soname="ld-test.so.1", **abi)
     lib = tmp_path / "lib"
     make_elf(lib / "liba.so", needed=("libb.so", "ld-test.so.1"), **abi)

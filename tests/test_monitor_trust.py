@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aiosandbox import PIPE, Executor, PolicyBuilder, Sandbox, Status, bpf
+from aiosandbox import PIPE, Executor, PolicyBuilder, Result, Sandbox, Status, bpf
 from aiosandbox._policy import TraceCode
 
 from .conftest import compile_c
@@ -43,7 +43,7 @@ def stacking_policy() -> PolicyBuilder:
     )
 
 
-async def run_stacker(stacker: str, *args: str, mode_b: bool = False):
+async def run_stacker(stacker: str, *args: str, mode_b: bool = False) -> Result:
     argv = ["filter_stacker", *(["--me-here"] if mode_b else []), *args]
     executor = Executor(stacker, argv, stdout=PIPE, sandbox_before_exec=not mode_b)
     executor.limits.wall_time_limit = 10

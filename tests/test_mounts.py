@@ -19,12 +19,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from aiosandbox import PIPE, Executor, PolicyBuilder, PolicyError, Sandbox, Status
+from aiosandbox import PIPE, Executor, PolicyBuilder, PolicyError, Result, Sandbox, Status
 from aiosandbox._sandbox import host_ids, root_inodes, user_count_limits
 from aiosandbox.policy import dumps, loads
 
@@ -52,8 +53,8 @@ def base() -> PolicyBuilder:
     )
 
 
-async def run(binary: str, *args: str, policy: PolicyBuilder, input: bytes = b"", **kwargs):
-    executor = Executor(binary, ["c_mounts", *args], stdin=PIPE, stdout=PIPE, **kwargs)
+async def run(binary: str, *args: str, policy: PolicyBuilder, input: bytes = b"") -> Result:
+    executor = Executor(binary, ["c_mounts", *args], stdin=PIPE, stdout=PIPE)
     result = await Sandbox(executor, policy.build()).run(input=input)
     assert result.status is Status.OK, str(result)
     return result
@@ -85,7 +86,7 @@ async def test_a_device_the_policy_names_can_be_opened(hostile: str) -> None:
 
 
 @pytest.fixture
-def loop_device(tmp_path: Path):
+def loop_device(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A loop device over a 1 MiB file of zeros; skips without loop devices."""
     if os.geteuid() != 0:
         pytest.skip("needs root to set up a loop device")
@@ -266,6 +267,7 @@ async def test_a_writable_root_holds_a_bounded_number_of_files(hostile: str) -> 
     policy = base().set_root_writable()
     result = await run(hostile, "mkfiles", "", "20000", policy=policy)
     assert result.exit_code == errno.ENOSPC
+    assert result.stdout is not None, "stdout=PIPE captures"
     assert int(result.stdout) < root_inodes(policy.build())
 
 

@@ -698,8 +698,8 @@ def test_memory_helpers_argument_restrictions(arch: str) -> None:
     def verdict(policy: Policy, name: str, *args: int) -> bpf.Instruction:
         return bpf.evaluate(policy, name, args, arch=arch)
 
-    policy = PolicyBuilder(arch=arch).allow_prctl_set_vma().allow_pkey_mprotect_without_exec()
-    policy = policy.allow_shared_memory().build()
+    builder = PolicyBuilder(arch=arch).allow_prctl_set_vma().allow_pkey_mprotect_without_exec()
+    policy = builder.allow_shared_memory().build()
     assert verdict(policy, "prctl", pr_set_vma, 0) == bpf.ALLOW
     assert verdict(policy, "prctl", pr_set_vma, 1) == bpf.KILL
     assert verdict(policy, "prctl", 15, 0) == bpf.KILL
@@ -878,8 +878,8 @@ def test_new_helpers_emit_once_and_replay_from_the_recipe(tmp_path: Path) -> Non
         call()
     assert again.build().program == policy.program
     replayed = PolicyBuilder()
-    for call in policy.recipe:
-        getattr(replayed, call.method)(*call.args, **dict(call.kwargs))
+    for recorded in policy.recipe:
+        getattr(replayed, recorded.method)(*recorded.args, **dict(recorded.kwargs))
     assert replayed.build() == policy
     assert (policy.allow_speculation, policy.write_executable, policy.root_writable) == (
         True,

@@ -11,6 +11,7 @@ import errno
 import mmap
 import os
 import signal
+from pathlib import Path
 
 import anyio
 import pytest
@@ -20,6 +21,7 @@ from aiosandbox import (
     Executor,
     PolicyBuilder,
     PolicyError,
+    Result,
     Sandbox,
     Status,
     bpf,
@@ -47,8 +49,10 @@ def base_policy() -> PolicyBuilder:
     )
 
 
-async def run(binary: str, *args: str, policy: PolicyBuilder | None = None, **kwargs):
-    executor = Executor(binary, ["testcase", *args], **kwargs)
+async def run(
+    binary: str, *args: str, policy: PolicyBuilder | None = None, cwd: str = "/"
+) -> Result:
+    executor = Executor(binary, ["testcase", *args], cwd=cwd)
     return await Sandbox(executor, (policy or base_policy()).build()).run()
 
 
@@ -232,7 +236,7 @@ async def test_a_file_not_added_is_invisible(binaries: Binaries) -> None:
         assert result.stdout == f.read()
 
 
-async def test_read_only_files_cannot_be_written(binaries: Binaries, tmp_path) -> None:
+async def test_read_only_files_cannot_be_written(binaries: Binaries, tmp_path: Path) -> None:
     target = tmp_path / "data"
     target.write_bytes(b"keep")
     policy = base_policy().allow_open().add_file_at(str(target), "/data")
@@ -406,7 +410,7 @@ async def test_callers_own_subprocesses_keep_working(binaries: Binaries) -> None
         assert await process.wait() == 0
 
 
-def test_executor_rejects_bad_input(binaries: Binaries, tmp_path) -> None:
+def test_executor_rejects_bad_input(binaries: Binaries, tmp_path: Path) -> None:
     not_executable = tmp_path / "data"
     not_executable.write_bytes(b"")
     not_executable.chmod(0o644)

@@ -53,6 +53,7 @@ async def test_run_returns_when_the_sandboxee_leaves_its_streams_in_flight(abuse
     with anyio.fail_after(10):
         result = await Sandbox(executor, policy().build()).run(input=b"x" * (4 << 20))
     assert result.status is Status.OK, str(result)
+    assert result.stdout is not None, "stdout=PIPE captures"
     assert result.stdout.startswith(b"before\n")
 
 
@@ -147,7 +148,7 @@ async def test_a_callers_pipes_keep_their_flags(abuser: str) -> None:
             os.close(fd)
 
 
-async def test_a_callers_file_keeps_its_flags_lock_and_offset(abuser: str, tmp_path) -> None:
+async def test_a_callers_file_keeps_its_flags_lock_and_offset(abuser: str, tmp_path: Path) -> None:
     path = tmp_path / "log"
     with open(path, "wb") as log:
         log.write(b"first\n")
@@ -231,7 +232,7 @@ def test_the_cli_leaves_its_callers_fds_as_they_were(abuser: str) -> None:
             os.close(fd)
 
 
-async def test_an_fd_that_cannot_be_reopened_is_a_clear_error(abuser: str, tmp_path) -> None:
+async def test_an_fd_that_cannot_be_reopened_is_a_clear_error(abuser: str, tmp_path: Path) -> None:
     path_fd = os.open(tmp_path, os.O_PATH)
     try:
         executor = Executor(abuser, ["abuser", "tamper"], stdout=path_fd)

@@ -300,7 +300,9 @@ async def test_a_relayed_output_read_after_the_run_is_whole_and_quick(red: str) 
         theirs.close()
 
 
-async def test_a_refused_fd_leaks_nothing_of_the_pipes_set_up_before(red: str, tmp_path) -> None:
+async def test_a_refused_fd_leaks_nothing_of_the_pipes_set_up_before(
+    red: str, tmp_path: Path
+) -> None:
     path_fd = os.open(tmp_path, os.O_PATH)
     try:
         executor = Executor(red, ["red", "say", "x"], stdin=PIPE, stdout=path_fd)
@@ -392,9 +394,13 @@ async def test_a_relayed_stdin_reads_ahead_only_a_little(red: str) -> None:
     # reads ahead of the sandboxee at most a few KiB, never the caller's whole stream.
     ours, theirs = socket.socketpair()
     stream = b"line1\n" + b"z" * (512 << 10)
+
+    async def feed() -> None:
+        await anyio.to_thread.run_sync(ours.sendall, stream)
+
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(anyio.to_thread.run_sync, ours.sendall, stream)
+            tg.start_soon(feed)
             executor = Executor(red, ["red", "read", "6"], stdin=theirs.fileno(), stdout=PIPE)
             result = await run(executor)
             assert result.stdout == b"line1\n", str(result)

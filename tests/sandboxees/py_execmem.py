@@ -44,7 +44,7 @@ def page_with_code() -> int:
 
 
 def call(address: int) -> int:
-    return ctypes.CFUNCTYPE(ctypes.c_int)(address)()  # a pointer, not a callback
+    return int(ctypes.CFUNCTYPE(ctypes.c_int)(address)())  # a pointer, not a callback
 
 
 def main() -> int:
