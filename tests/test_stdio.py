@@ -124,7 +124,7 @@ async def test_an_output_flood_keeps_the_wall_time_limit(abuser: str) -> None:
     assert result.status is Status.TIMEOUT, str(result)  # type: ignore[attr-defined]
     assert result.limit_exceeded == "wall_time_limit"  # type: ignore[attr-defined]
     assert result.wall_time < 3, str(result)  # type: ignore[attr-defined]
-    assert max(lags) < 0.5, max(lags)
+    assert max(lags) < 1.0, max(lags)  # it was 6.5 s; allow a loaded CI machine
 
 
 def _flags(fd: int) -> int:

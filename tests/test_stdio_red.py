@@ -255,7 +255,8 @@ async def test_single_byte_writes_do_not_stall_the_loop(red: str) -> None:
         result = await run(executor)
         tg.cancel_scope.cancel()
     assert result.status is Status.OK, str(result)
-    assert max(lags) < 0.1, f"the loop stalled {max(lags) * 1000:.0f} ms"
+    # The finding was a stall of seconds; a loaded CI machine may lag a few hundred ms.
+    assert max(lags) < 1.0, f"the loop stalled {max(lags) * 1000:.0f} ms"
 
 
 async def test_a_raised_sigxcpu_without_a_cpu_limit_is_no_limit(red: str) -> None:
