@@ -42,6 +42,7 @@ from ._asyncio import (
 )
 from ._comms._wire import COMMS_FD as _COMMS_FD
 from ._comms._wire import FD_MAP_ENV, TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
+from ._custom_fork import nspids
 from ._exceptions import CommsError, PolicyError
 from ._executor import DEVNULL, PIPE, Executor, Limits
 from ._forkserver._client import SpawnRequest, fork_server
@@ -437,6 +438,7 @@ class Sandbox:
                 root_writable=self._policy.root_writable,
                 write_executable=self._policy.write_executable,
                 allow_speculation=self._policy.allow_speculation,
+                procfs=self._is_fork_server,
             )
             try:
                 fork_server.spawn(request, theirs, [exec_fd, *fds])
@@ -617,6 +619,12 @@ class Sandbox:
         await self._adopt_streams(streams)
         comms = executor.ipc._internal_comms()
         try:
+            # The child's init first: pid 1 of the child's own namespaces, whose death
+            # ends them (docs/protocol.md).  Then the child, which waits for TAG_FORK_GO.
+            init_pid, _uid, _gid = await comms.recv_creds()
+            self._adopt_forked_init(init_pid, server.pid_depth)
+            if self._init_pidfd is None:
+                return
             main_pid, _uid, _gid = await comms.recv_creds()
         except CommsError as exc:
             self._builder.setup_failed(
@@ -628,23 +636,57 @@ class Sandbox:
             return
         assert self._hub is not None
         hub = self._hub
+        init_pidfd = self._init_pidfd
         self._attached = True
         monitor = PtraceMonitor(
             main_pid,
-            0,
-            None,
+            init_pid,
+            init_pidfd,
             self._builder,
             self._finish,
             lambda delay: hub.call_later(delay, monitor.process_events),
-            lambda: None,
+            lambda: call_when_readable(init_pidfd, lambda: hub.call_soon(monitor.process_events)),
             judge=self._judge(main_pid, Phase.AWAITING_NOTICE),
         )
         self._seize_and_go(monitor, main_pid, lambda: None)
-        if self._monitor is not None:
-            try:
-                await comms.send_frame(TAG_FORK_GO)
-            except CommsError:
-                pass  # the child is gone; the monitor reports how
+        if self._monitor is None:
+            return
+        problem = _forked_child_problem(main_pid, init_pid, server.pid_depth)
+        if problem is not None:
+            # Traced already: it cannot go away and leave its pid to another process.
+            self._builder.setup_failed(SetupReason.FAILED_SUBPROCESS, problem)
+            self._monitor.kill()
+            return
+        try:
+            await comms.send_frame(TAG_FORK_GO)
+        except CommsError:
+            pass  # the child is gone; the monitor reports how
+
+    def _adopt_forked_init(self, init_pid: int, server_depth: int | None) -> None:
+        """Takes a pidfd of a forked child's init, once it is sure to be what it says: pid
+        1 of a pid namespace just below the fork server's.  Only then is killing it
+        killing the run and nothing else.  Asked of the pidfd itself (its fdinfo), so
+        that a pid reused meanwhile cannot be mistaken for it."""
+        try:
+            pidfd = os.pidfd_open(init_pid)
+        except ProcessLookupError:
+            self._builder.setup_failed(
+                SetupReason.FAILED_SUBPROCESS, "the custom fork server's child ended at once"
+            )
+            self._abort_setup()
+            return
+        try:
+            with open(f"/proc/self/fdinfo/{pidfd}") as f:
+                found = nspids(f.read())
+        except OSError:
+            found = None
+        if server_depth is None or not found or len(found) != server_depth + 1 or found[-1] != 1:
+            os.close(pidfd)
+            self._builder.setup_failed(SetupReason.FAILED_SUBPROCESS, _NOT_ISOLATED)
+            self._abort_setup()
+            return
+        self._init_pid = init_pid
+        self._init_pidfd = pidfd
 
     async def _serve_sandbox_me_here(self) -> None:
         """Mode (b): answers the sandboxee's sandbox_me_here() with the policy, and returns
@@ -836,6 +878,29 @@ def _fd_map_env(executor: Executor) -> list[bytes]:
         return []
     pairs = ",".join(f"{name}={fd}" for name, fd in names.items())
     return [f"{FD_MAP_ENV}={pairs}".encode()]
+
+
+_NOT_ISOLATED = (
+    "the custom fork server's child does not run in namespaces of its own; is its"
+    " aiosandbox client (aiosandbox.client or aiosandbox.h) older than the supervisor?"
+)
+
+
+def _forked_child_problem(main_pid: int, init_pid: int, server_depth: int | None) -> str | None:
+    """Why a custom fork server's child is not the child of its init in that init's pid
+    namespace, or None if it is."""
+    try:
+        with open(f"/proc/{main_pid}/status") as f:
+            status = f.read()
+    except OSError:
+        return "the custom fork server's child ended before it was attached"
+    parent = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "")
+    found = nspids(status)
+    if server_depth is None or found is None or len(found) != server_depth + 1:
+        return _NOT_ISOLATED
+    if parent != str(init_pid):
+        return "the custom fork server's child is not its init's child: " + _NOT_ISOLATED
+    return None
 
 
 def _thread_count(pid: int) -> int:
