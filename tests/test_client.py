@@ -37,6 +37,7 @@ from aiosandbox._comms._wire import (
     HEADER,
     TAG_BOOL,
     TAG_BYTES,
+    TAG_CREDS,
     TAG_ERROR,
     TAG_FD,
     TAG_FORK_GO,
@@ -440,9 +441,14 @@ def test_fork_server_forks_sandboxable_children(channel_at_1023: bool, tmp_path:
                 theirs.close()
                 os.close(write_end)
                 child = BlockingComms.from_socket(ours)
+                init_pid, _uid, _gid = child.recv_creds(timeout=TIMEOUT)
                 pid, _uid, _gid = child.recv_creds(timeout=TIMEOUT)
-                # The fork server's child, in its own session, not yet sandboxed.
-                assert proc_status(pid)["PPid"] == str(server.pid)
+                # The fork server's child's init, pid 1 of a pid namespace of its own; the
+                # child, pid 2 there, in its own session, not yet sandboxed.
+                assert proc_status(init_pid)["PPid"] == str(server.pid)
+                assert proc_status(init_pid)["NSpid"].split()[1:] == ["1"]
+                assert proc_status(pid)["PPid"] == str(init_pid)
+                assert proc_status(pid)["NSpid"].split()[1:] == ["2"]
                 assert not is_filtered(pid)
                 child.send_frame(TAG_FORK_GO)
                 assert os.read(read_end, 100) == b"mapped fd 5"
@@ -529,9 +535,12 @@ def test_a_child_whose_set_up_fails_exits_125(capfd: pytest.CaptureFixture[str])
         with ours:
             with theirs:
                 request_child(server, [], [theirs.fileno()], cwd="/no/such/directory")
-            # The child ends without announcing itself.
+            # The init announces itself (one TAG_CREDS header), the child ends without.
             ours.settimeout(TIMEOUT)
-            assert ours.recv(1) == b""
+            received = b""
+            while chunk := ours.recv(100):
+                received += chunk
+            assert received == HEADER.pack(TAG_CREDS, 0)
         server.comms.close()
         assert server.wait() == 0
     assert "a forked child could not start" in capfd.readouterr().err
@@ -547,6 +556,8 @@ def test_fork_request_parses() -> None:
     assert request.fd_count == 4
     later = parse_fork_request(msgpack.packb({"fds": [], "cwd": None, "future": 1}))
     assert later == ForkRequest(targets=(), cwd=None, rlimits=())
+    proc = parse_fork_request(msgpack.packb({"fds": [], "proc": ["/proc", "/x/proc"]}))
+    assert proc.proc == ("/proc", "/x/proc")
 
 
 @pytest.mark.parametrize(
@@ -561,6 +572,12 @@ def test_fork_request_parses() -> None:
         {"fds": [], "rlimits": [[16, 0, 0]]},
         {"fds": [], "rlimits": [[0, 0]]},
         {"fds": [], "rlimits": [[0, -1, 0]]},
+        {"fds": [], "proc": "/proc"},
+        {"fds": [], "proc": ["proc"]},
+        {"fds": [], "proc": [None]},
+        {"fds": [], "proc": ["/p\0"]},
+        {"fds": [], "proc": ["/" + "p" * 4095]},
+        {"fds": [], "proc": ["/proc"] * 17},
         [1, 2],
     ],
 )
@@ -587,7 +604,7 @@ def test_fork_request_that_is_not_msgpack() -> None:
             lambda inner: (
                 st.lists(inner, max_size=4)
                 | st.dictionaries(
-                    st.sampled_from(["fds", "cwd", "rlimits", "x"]), inner, max_size=4
+                    st.sampled_from(["fds", "cwd", "rlimits", "proc", "x"]), inner, max_size=4
                 )
             ),
             max_leaves=20,

@@ -2,10 +2,11 @@
 
 The sandboxee is tests/sandboxees/fork_neighbours.c, a C fork server whose children do
 what a hostile run would: kill every process they can, read a sibling's memory or take its
-fds (both need ptrace access to it), signal the fork server, fork while making a violation.  Its policy allows every one of
-those syscalls: the walls tested here are the namespaces and credentials around each child
-(docs/design.md, "Mode (c)"), not the filter.  The Python client's children are tried the
-same way in test_custom_fork.py.
+fds (both need ptrace access to it), signal the fork server, fork while making a violation.
+Its policy allows every one of those syscalls (ptrace itself is beyond any policy: the
+default policy kills it): the walls tested here are the namespaces and credentials around
+each child (docs/design.md, "Mode (c)"), not the filter.  The Python client's children are
+tried the same way in test_custom_fork.py.
 """
 
 from __future__ import annotations
@@ -175,9 +176,7 @@ def _at_eof(fd: int) -> bool:
     return bool(readable) and os.read(fd, 1) == b""
 
 
-async def test_nothing_of_a_run_outlives_its_result(
-    fork_server: Executor, policy: Policy
-) -> None:
+async def test_nothing_of_a_run_outlives_its_result(fork_server: Executor, policy: Policy) -> None:
     # Every grandchild holds the write end of the marker pipe: once the result is there,
     # the pipe must be at EOF, with no wait.  Threads fork while the main thread makes
     # the violation, so the monitor is killing the run while new processes appear.

@@ -24,6 +24,7 @@
  * Everything is bounded: the probe tries a fixed set of pids, the race a fixed
  * number of forks, and every grandchild ends by itself.
  */
+#define _GNU_SOURCE 1 /* process_vm_readv */
 #include "aiosandbox.h"
 
 #include <dirent.h>
