@@ -8,15 +8,66 @@ Serving requests: receive strings and answer each; "" ends with exit code 0; "so
 makes a TCP socket (a violation under the Python preset); "pid" answers the pid; "msg"
 echoes one msgpack message; "fd" reads a received fd and answers its bytes; "read:N" answers
 what fd N holds; "named:NAME" what the fd mapped under NAME holds; "exit:N" exits with N;
-"thread" answers a sum computed in a new thread.
+"thread" answers a sum computed in a new thread; "abort" aborts.
+
+What a hostile child of a fork server would try against its siblings: "hold" receives bytes
+and keeps them in SECRET, whose address is the same in every child of one fork server;
+"killall" is kill(-1, SIGKILL) and answers "killed" or the error; "probe" tries, on every
+pid from 1 to 1024 and in /proc but its own, kill(pid, 0), a read of SECRET's address through
+/proc/<pid>/mem and pidfd_getfd() of its fd 1023, and answers "signal=P,P steal=P,P
+read=TEXT|TEXT".
 """
 
+import ctypes
 import os
+import signal
 import socket
 import sys
 import threading
 
 from aiosandbox.client import Client, ForkingClient
+
+SECRET = bytearray(64)  # allocated in the fork server: at one address in all its children
+_NR_PIDFD_GETFD = 438
+
+
+def probe() -> str:
+    libc = ctypes.CDLL(None, use_errno=True)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(SECRET))
+    candidates = set(range(1, 1025))
+    try:
+        candidates |= {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
+    except OSError:
+        pass
+    signalled, stolen, read = [], [], []
+    for pid in sorted(candidates - {os.getpid()}):
+        try:
+            os.kill(pid, 0)
+            signalled.append(str(pid))
+        except OSError:
+            pass
+        try:
+            fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+        except OSError:
+            pass
+        else:
+            try:
+                data = os.pread(fd, len(SECRET), address).rstrip(b"\0")
+            except OSError:
+                data = b""
+            os.close(fd)
+            if data:
+                read.append(data.decode(errors="replace"))
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        taken = libc.syscall(_NR_PIDFD_GETFD, pidfd, 1023, 0)
+        if taken >= 0:
+            stolen.append(str(pid))
+            os.close(taken)
+        os.close(pidfd)
+    return f"signal={','.join(signalled)} steal={','.join(stolen)} read={'|'.join(read)}"
 
 
 def serve(client: Client) -> None:
@@ -48,6 +99,20 @@ def serve(client: Client) -> None:
             comms.send_string(f"thread says {sums[0]}")
         elif request.startswith("exit:"):
             sys.exit(int(request[5:]))
+        elif request == "abort":
+            os.abort()
+        elif request == "hold":
+            data = comms.recv_bytes()[: len(SECRET)]
+            SECRET[: len(data)] = data  # in place: the buffer stays where it is
+            comms.send_string("holding")
+        elif request == "killall":
+            try:
+                os.kill(-1, signal.SIGKILL)
+                comms.send_string("killed")
+            except OSError as exc:
+                comms.send_string(exc.strerror or "failed")
+        elif request == "probe":
+            comms.send_string(probe())
         else:
             comms.send_string(request.upper())
 
