@@ -599,8 +599,9 @@ class Sandbox:
         server = executor._forked_from._fork_server
         assert server is not None
         closing: list[int] = []
-        # The child's first frame carries its pid, which the kernel translates for us: the
-        # option is on before the child exists, so the frame cannot arrive without it.
+        # The first frames of the child's init and of the child carry their pids, which the
+        # kernel translates for us: the option is on before they exist, so neither frame
+        # can arrive without it.
         executor.ipc._ensure_channel().setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         try:
             fds, targets, streams = self._child_fds(closing)
@@ -637,6 +638,8 @@ class Sandbox:
         assert self._hub is not None
         hub = self._hub
         init_pidfd = self._init_pidfd
+        if init_pidfd is None:  # ended meanwhile (a kill closes the set-up first)
+            return
         self._attached = True
         monitor = PtraceMonitor(
             main_pid,

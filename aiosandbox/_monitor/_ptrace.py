@@ -191,11 +191,10 @@ class PtraceMonitor:
 
     Args:
         main_pid: The sandboxee's pid, as the supervisor sees it.
-        init_pid: The pid of the namespace's init, as the supervisor sees it; 0 when the
-            sandboxee shares a namespace with others (a child of a custom fork server):
-            then the run ends when every tracee is reaped, and a kill signals each.
+        init_pid: The pid of the namespace's init, as the supervisor sees it (a custom
+            fork server's child has an init of its own too).
         init_pidfd: A pidfd of the namespace's init (the caller keeps and closes it);
-            killing init kills the namespace.  None with ``init_pid`` 0.
+            killing init kills the namespace.
         builder: Receives the events that decide the result.
         on_done: Called once, when the main process and every other tracee are reaped.
         call_later: Asks for :meth:`process_events` to be called after some seconds.
@@ -208,7 +207,7 @@ class PtraceMonitor:
         self,
         main_pid: int,
         init_pid: int,
-        init_pidfd: int | None,
+        init_pidfd: int,
         builder: ResultBuilder,
         on_done: Callable[[], None],
         call_later: Callable[[float], None],
@@ -261,19 +260,10 @@ class PtraceMonitor:
             # A killed process makes no exit stop: measure it now.
             self._main_peak_kib = _peak_rss_kib(self.main_pid)
         self._killed = True
-        if self._init_pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        else:
-            # No init of our own: every tracee is killed by name.  They cannot be reaped
-            # (so their pids cannot be reused) before this monitor has waited for them.
-            for pid in self._tracees:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        try:
+            signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         if not self._main_reaped:
             try:
                 os.kill(self.main_pid, signal.SIGKILL)
@@ -301,10 +291,6 @@ class PtraceMonitor:
             self._builder.internal_error(SetupReason.FAILED_MONITOR, f"monitor failed: {exc!r}")
             self.kill()
         if self._main_reaped and not self._tracees and not more:
-            if self._init_pidfd is None:
-                self.done = True
-                self._on_done()
-                return False
             more = self._finish_if_init_exited()
         self._credit -= time.monotonic() - start
         return more and not self.done
@@ -328,7 +314,6 @@ class PtraceMonitor:
         lets happen only when every process of the namespace is reaped.  Tracees whose
         fork event never reached us are reaped too: killed, they all end up as children
         of init, where /proc lists them.  Returns whether there is work left now."""
-        assert self._init_pidfd is not None
         if select.select([self._init_pidfd], [], [], 0)[0]:
             self.done = True
             self._on_done()
