@@ -599,9 +599,8 @@ class Sandbox:
         server = executor._forked_from._fork_server
         assert server is not None
         closing: list[int] = []
-        # The first frames of the child's init and of the child carry their pids, which the
-        # kernel translates for us: the option is on before they exist, so neither frame
-        # can arrive without it.
+        # The child's first frame carries its pid, which the kernel translates for us: the
+        # option is on before the child exists, so the frame cannot arrive without it.
         executor.ipc._ensure_channel().setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         try:
             fds, targets, streams = self._child_fds(closing)
@@ -620,12 +619,6 @@ class Sandbox:
         await self._adopt_streams(streams)
         comms = executor.ipc._internal_comms()
         try:
-            # The child's init first: pid 1 of the child's own namespaces, whose death
-            # ends them (docs/protocol.md).  Then the child, which waits for TAG_FORK_GO.
-            init_pid, _uid, _gid = await comms.recv_creds()
-            self._adopt_forked_init(init_pid, server.pid_depth)
-            if self._init_pidfd is None:
-                return
             main_pid, _uid, _gid = await comms.recv_creds()
         except CommsError as exc:
             self._builder.setup_failed(
@@ -635,15 +628,18 @@ class Sandbox:
             )
             self._abort_setup()
             return
+        # The child waits for TAG_FORK_GO below its init, pid 1 of the child's own
+        # namespaces, whose death ends them (docs/protocol.md).
+        init_pid = _forked_init(main_pid, server.pid_depth)
+        init_pidfd = self._adopt_forked_init(init_pid, server.pid_depth)
+        if init_pidfd is None:
+            return
         assert self._hub is not None
         hub = self._hub
-        init_pidfd = self._init_pidfd
-        if init_pidfd is None:  # ended meanwhile (a kill closes the set-up first)
-            return
         self._attached = True
         monitor = PtraceMonitor(
             main_pid,
-            init_pid,
+            self._init_pid,
             init_pidfd,
             self._builder,
             self._finish,
@@ -654,10 +650,12 @@ class Sandbox:
         self._seize_and_go(monitor, main_pid, lambda: None)
         if self._monitor is None:
             return
-        problem = _forked_child_problem(main_pid, init_pid, server.pid_depth)
-        if problem is not None:
-            # Traced already: it cannot go away and leave its pid to another process.
-            self._builder.setup_failed(SetupReason.FAILED_SUBPROCESS, problem)
+        if _forked_init(main_pid, server.pid_depth) != self._init_pid:
+            # Traced now, the child cannot be reaped, nor its init's pid freed: this look
+            # is sure.  It differs only if the init died meanwhile.
+            self._builder.setup_failed(
+                SetupReason.FAILED_SUBPROCESS, "the custom fork server's child lost its init"
+            )
             self._monitor.kill()
             return
         try:
@@ -665,31 +663,34 @@ class Sandbox:
         except CommsError:
             pass  # the child is gone; the monitor reports how
 
-    def _adopt_forked_init(self, init_pid: int, server_depth: int | None) -> None:
-        """Takes a pidfd of a forked child's init, once it is sure to be what it says: pid
-        1 of a pid namespace just below the fork server's.  Only then is killing it
-        killing the run and nothing else.  Asked of the pidfd itself (its fdinfo), so
-        that a pid reused meanwhile cannot be mistaken for it."""
-        try:
-            pidfd = os.pidfd_open(init_pid)
-        except ProcessLookupError:
-            self._builder.setup_failed(
-                SetupReason.FAILED_SUBPROCESS, "the custom fork server's child ended at once"
-            )
-            self._abort_setup()
-            return
-        try:
-            with open(f"/proc/self/fdinfo/{pidfd}") as f:
-                found = nspids(f.read())
-        except OSError:
-            found = None
+    def _adopt_forked_init(self, init_pid: int | None, server_depth: int | None) -> int | None:
+        """Takes a pidfd of a forked child's init once it is sure to be what it must be:
+        pid 1 of a pid namespace just below the fork server's.  Only then does killing it
+        kill the run and nothing else.  Asked of the pidfd itself (its fdinfo), so that a
+        pid reused meanwhile cannot pass for it.  Returns the pidfd, or None (the set-up
+        then has failed)."""
+        pidfd = None
+        if init_pid is not None:
+            try:
+                pidfd = os.pidfd_open(init_pid)
+            except ProcessLookupError:
+                pass
+        found = None
+        if pidfd is not None:
+            try:
+                with open(f"/proc/self/fdinfo/{pidfd}") as f:
+                    found = nspids(f.read())
+            except OSError:
+                pass
         if server_depth is None or not found or len(found) != server_depth + 1 or found[-1] != 1:
-            os.close(pidfd)
+            if pidfd is not None:
+                os.close(pidfd)
             self._builder.setup_failed(SetupReason.FAILED_SUBPROCESS, _NOT_ISOLATED)
             self._abort_setup()
-            return
-        self._init_pid = init_pid
+            return None
+        self._init_pid = found[0]
         self._init_pidfd = pidfd
+        return pidfd
 
     async def _serve_sandbox_me_here(self) -> None:
         """Mode (b): answers the sandboxee's sandbox_me_here() with the policy, and returns
@@ -889,20 +890,24 @@ _NOT_ISOLATED = (
 )
 
 
-def _forked_child_problem(main_pid: int, init_pid: int, server_depth: int | None) -> str | None:
-    """Why a custom fork server's child is not the child of its init in that init's pid
-    namespace, or None if it is."""
+def _forked_init(main_pid: int, server_depth: int | None) -> int | None:
+    """The parent of a custom fork server's child if the child runs in a pid namespace one
+    below the fork server's (its init is checked by :meth:`Sandbox._adopt_forked_init`),
+    else None."""
     try:
         with open(f"/proc/{main_pid}/status") as f:
             status = f.read()
     except OSError:
-        return "the custom fork server's child ended before it was attached"
-    parent = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "")
+        return None
     found = nspids(status)
     if server_depth is None or found is None or len(found) != server_depth + 1:
-        return _NOT_ISOLATED
-    if parent != str(init_pid):
-        return "the custom fork server's child is not its init's child: " + _NOT_ISOLATED
+        return None
+    for line in status.splitlines():
+        if line.startswith("PPid:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
     return None
 
 

@@ -352,6 +352,11 @@ def c_parse(binary: str, payloads: list[bytes]) -> list[str]:
     return lines
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {key: value.strip() for key, value in (line.split(":", 1) for line in f)}
+
+
 def as_c_line(request: ForkRequest) -> str:
     """A request the Python reader accepted, written as the C driver writes one."""
     targets = ",".join(map(str, request.targets)) or "-"
@@ -618,8 +623,7 @@ def test_c_fork_server_exits_0_when_the_channel_closes(c_fork_serve: CForkServer
 
 
 def test_c_wait_and_fork_by_the_protocol(c_fork_serve: CForkServer) -> None:
-    # docs/protocol.md, mode (c), played by hand: request, fds, the init's TAG_CREDS, the
-    # child's TAG_CREDS, TAG_FORK_GO.
+    # docs/protocol.md, mode (c), played by hand: request, fds, TAG_CREDS, TAG_FORK_GO.
     child_ours, child_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     child_ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # before it can send
     child_ours.settimeout(DRIVER_TIMEOUT)
@@ -633,13 +637,13 @@ def test_c_wait_and_fork_by_the_protocol(c_fork_serve: CForkServer) -> None:
         c_fork_serve.comms.send_fd(read_end)
     os.close(read_end)
     with BlockingComms.from_socket(child_ours) as child:
-        init_pid, _uid, _gid = child.recv_creds()
         pid, _uid, _gid = child.recv_creds()
-        with open(f"/proc/{pid}/status") as f:
-            status = dict(line.split(":", 1) for line in f.read().splitlines())
-        assert status["PPid"].split() == [str(init_pid)]
-        # pid 2 below its init, which is pid 1 of a pid namespace below ours.
+        status = proc_status(pid)
+        # pid 2 below its init, pid 1 of a pid namespace below ours, the fork server's child.
         assert status["NSpid"].split() == [str(pid), "2"]
+        init = proc_status(int(status["PPid"]))
+        assert init["NSpid"].split() == [status["PPid"], "1"]
+        assert init["PPid"] == str(c_fork_serve.process.pid)
         child.send_frame(TAG_FORK_GO)
         assert child.recv_int64() == 2  # the child's pid, as it sees it
         assert child.recv_string() == "/tmp"

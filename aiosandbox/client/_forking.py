@@ -7,18 +7,20 @@ request per call:
 1. it receives ``TAG_FORK_REQUEST`` (a msgpack map: target fds, cwd, rlimits, procfs
    targets), checked before anything else happens, then the child's new comms fd and one
    fd per target;
-2. it clones the child's *init* into new user, pid, ipc and mount namespaces
-   (:mod:`._isolation`) and returns the init's pid; the fork server closes its copies of
-   the fds.  The init maps its ids to themselves, covers each procfs of the mount tree with
-   one of its own pid namespace, moves the comms to 1023 and each fd onto its target
-   (:func:`arrange_fds`), sends ``TAG_CREDS`` (the supervisor learns the init's pid: killing
-   it ends the whole run), drops every capability it has in its new user namespace and
-   forks the child, pid 2.  From then on it only reaps, and exits with the child's status;
-3. the child starts its own session (the monitor waits on the sandboxee's process group, as
-   for every sandboxee), resets SIGCHLD and its signal mask, becomes non-dumpable, sets its
-   rlimits and cwd, sends ``TAG_CREDS`` (its own pid) and waits for ``TAG_FORK_GO``, which
-   the supervisor sends once its monitor traces it.  Then ``wait_and_fork()`` returns 0 in
-   the child, which goes on to ``sandbox_me_here()``;
+2. it clones the child's *init* into new user, pid and ipc namespaces, and a mount
+   namespace if the request names a procfs to cover (:mod:`._isolation`), and returns the
+   init's pid; the fork server closes its copies of the fds.  The init blocks every signal
+   for good, forks the child (pid 2 of the new pid namespace) and from then on only reaps;
+   it exits with the child's status.  Killing it ends the whole run;
+3. the child maps its ids to themselves in its user namespace, covers each procfs of the
+   mount tree with one of its own pid namespace, drops every capability it has there,
+   starts its own session (the monitor waits on the sandboxee's process group, as for
+   every sandboxee), resets its signal mask, becomes non-dumpable, moves its comms to 1023
+   and each fd onto its target (:func:`arrange_fds`), sets its rlimits and cwd, sends
+   ``TAG_CREDS`` (the kernel gives the supervisor its pid, and the supervisor finds the
+   init as its parent) and waits for ``TAG_FORK_GO``, which the supervisor sends once its
+   monitor traces it.  Then ``wait_and_fork()`` returns 0 in the child, which goes on to
+   ``sandbox_me_here()``;
 4. when the supervisor closes the channel, the fork server exits with status 0.
 
 So a child sees nothing of its siblings or of the fork server: not in its pid namespace, not
@@ -27,9 +29,9 @@ non-dumpable).  What it shares with them is the mount tree (its own copy of the 
 server's mounts, onto the same file systems), the network, and what it inherited by the
 fork.
 
-A child (or init) that cannot finish step 2 or 3 writes why to stderr (the fork server's,
-until its fds are in place) and exits with status 125: it has no way back into the fork
-server's loop, and no business running on.
+A child that cannot finish step 3 writes why to stderr (the fork server's, until its fds
+are in place) and exits with status 125: it has no way back into the fork server's loop,
+and no business running on.
 
 The fork server ignores SIGCHLD, so the kernel reaps the inits: each child is watched and
 waited for by its own sandbox's monitor, and by its init.
@@ -205,12 +207,13 @@ class ForkingClient(Client):
             raise SystemExit(0)
         request, fds = self._receive_request()
         ids = os.geteuid(), os.getegid()
+        namespaces = kernel.namespaces(cover_proc=bool(request.proc))
         # No collection in the init: it would run the finalizers of the fork server's
         # garbage there.  The child turns it back on.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            pid = kernel.clone_init()
+            pid = kernel.clone_init(namespaces)
         except BaseException:
             if collecting:
                 gc.enable()
@@ -223,12 +226,11 @@ class ForkingClient(Client):
             for fd in fds:
                 os.close(fd)
             return pid
+        kernel.fork_from_init()  # returns in the child only
         try:
-            self._become_init(kernel, request, fds, ids)
-            # Only the child gets here: the init never returns.
             if collecting:
                 gc.enable()
-            self._become_child(kernel, request)
+            self._become_child(kernel, request, fds, ids)
         except BaseException as exc:
             _child_failed(str(exc) or type(exc).__name__)
         return 0
@@ -239,7 +241,7 @@ class ForkingClient(Client):
             raise SetupError(
                 "wait_and_fork() needs a single-threaded process, and other threads run"
             )
-        # Imported once here, not in each child: ctypes costs ms.
+        # Imported once here, not in each child nor by every client: ctypes costs ms.
         import aiosandbox.client._seccomp  # noqa: F401
         from aiosandbox.client._isolation import Kernel
 
@@ -265,28 +267,18 @@ class ForkingClient(Client):
             raise
         return request, fds
 
-    def _become_init(
+    def _become_child(
         self, kernel: Kernel, request: ForkRequest, fds: list[int], ids: tuple[int, int]
     ) -> None:
-        """Step 2 in the init (pid 1 of the new namespaces); returns only in the child."""
-        from aiosandbox.client._isolation import block_signals, serve_as_init
-
+        """Step 3, in the child (pid 2 of its namespaces); see the module docstring."""
         kernel.map_own_ids(*ids)
-        self._take_fds(fds, (COMMS_FD, *request.targets))
         for target in request.proc:
             kernel.mount_proc(target)
-        self._comms.send_creds()
         kernel.drop_capabilities()
-        block_signals()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # to learn how the child ends
-        child = os.fork()
-        if child:
-            serve_as_init(kernel, child)
-
-    def _become_child(self, kernel: Kernel, request: ForkRequest) -> None:
         os.setsid()
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         kernel.set_dumpable(False)
+        self._take_fds(fds, (COMMS_FD, *request.targets))
         for which, soft, hard in request.rlimits:
             _set_rlimit(which, soft, hard)
         if request.cwd is not None:

@@ -1237,12 +1237,14 @@ static inline void sbx__child_failed(const char *why) {
  * whole run by killing the init.  Kernel facts these functions rely on are
  * in aiosandbox/client/_isolation.py, the Python client's twin of this code. */
 
-/* Clones the child's init into new namespaces: a raw clone, so no fork
- * handler runs, which is fine in a single-threaded process whose clone runs
- * only this header's code before its own fork().  Returns the init's pid,
- * 0 in the init, -1 on failure. */
-static inline long sbx__clone_init(void) {
-  long flags = SBX__CLONE_NEWUSER | SBX__CLONE_NEWPID | SBX__CLONE_NEWIPC | SBX__CLONE_NEWNS;
+/* Clones the child's init into new user, pid and ipc namespaces, and a mount
+ * namespace if a procfs is to be covered: a raw clone, so no fork handler
+ * runs, which is fine in a single-threaded process whose clone runs only
+ * sbx__fork_from_init() before its own fork().  Returns the init's pid, 0 in
+ * the init, -1 on failure. */
+static inline long sbx__clone_init(bool cover_proc) {
+  long flags = SBX__CLONE_NEWUSER | SBX__CLONE_NEWPID | SBX__CLONE_NEWIPC;
+  if (cover_proc) flags |= SBX__CLONE_NEWNS;
   return syscall(SYS_clone, flags | SIGCHLD, 0L, 0L, 0L, 0L);
 }
 
@@ -1259,8 +1261,9 @@ static inline int sbx__write_file(int dir, const char *path, const char *data) {
 
 /* Maps our uid and gid (those of the parent namespace) to themselves in the
  * new user namespace, through the fork server's procfs at SBX_PROCFS_FD (or
- * /proc without it), which is then closed.  The files of a non-dumpable
- * process belong to root: dumpable while they are written. */
+ * /proc without it), which is then closed: a child may map its own ids only.
+ * The files of a non-dumpable process belong to root: dumpable while they
+ * are written. */
 static inline int sbx__map_own_ids(uid_t uid, gid_t gid) {
   char line[64];
   struct stat st;
@@ -1310,7 +1313,10 @@ static inline int sbx__mount_proc(const char *target) {
 }
 
 /* Gives up every capability the new user namespace gave us, also for later
- * execs: the bounding set first (that needs CAP_SETPCAP), then every set. */
+ * execs: the sets are emptied, and the secure bits (SECBIT_NOROOT and
+ * SECBIT_NO_SETUID_FIXUP, locked) keep an exec as uid 0 from filling them
+ * again.  File capabilities are no way back either: every mount of a sandbox
+ * is nosuid (and no_new_privs follows in sbx_sandbox_me_here()). */
 static inline int sbx__drop_capabilities(void) {
   struct {
     uint32_t version;
@@ -1320,11 +1326,8 @@ static inline int sbx__drop_capabilities(void) {
     uint32_t effective, permitted, inheritable;
   } none[2];
   memset(none, 0, sizeof none);
-  for (int cap = 0; cap < 64; cap++) {
-    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
-      if (errno == EINVAL) break; /* past the last capability this kernel knows */
-      return sbx__fail("wait_and_fork: cannot drop capability %d: %s", cap, strerror(errno));
-    }
+  if (prctl(PR_SET_SECUREBITS, 0x01 | 0x02 | 0x04 | 0x08, 0, 0, 0) != 0) {
+    return sbx__fail("wait_and_fork: prctl(PR_SET_SECUREBITS) failed: %s", strerror(errno));
   }
   if (syscall(SYS_capset, &header, none) != 0) {
     return sbx__fail("wait_and_fork: capset() failed: %s", strerror(errno));
@@ -1333,18 +1336,9 @@ static inline int sbx__drop_capabilities(void) {
 }
 
 /* The init's life once it has forked `child`: it keeps no fd (the child's
- * pipes must see EOF when the child ends) and no signal handler (nothing in
- * its namespace can signal an init that has none), reaps, and exits with the
- * child's status (128 + the signal if a signal ended it). */
+ * pipes must see EOF when the child ends), reaps, and exits with the child's
+ * status (128 + the signal if a signal ended it). */
 static inline void sbx__serve_as_init(pid_t child) {
-  struct sigaction dfl;
-  sigset_t none;
-  memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
-  sigemptyset(&dfl.sa_mask);
-  for (int sig = 1; sig < 65; sig++) {
-    if (sig != SIGKILL && sig != SIGSTOP) (void)sigaction(sig, &dfl, NULL);
-  }
 #ifdef SYS_close_range
   if (syscall(SYS_close_range, 0U, ~0U, 0U) != 0)
 #endif
@@ -1356,8 +1350,6 @@ static inline void sbx__serve_as_init(pid_t child) {
     for (int fd = 0; fd < top; fd++) close(fd);
   }
   (void)prctl(PR_SET_NAME, "aiosandbox-init", 0, 0, 0);
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
   for (;;) {
     int status;
     pid_t pid = waitpid(-1, &status, 0);
@@ -1367,52 +1359,43 @@ static inline void sbx__serve_as_init(pid_t child) {
   }
 }
 
-/* Step 2 in the child's init (docs/protocol.md): the id maps, the fds, the
- * procfs mounts, TAG_CREDS (the supervisor learns the init's pid), no
- * capabilities, then the fork of the child.  Returns only in the child;
- * exits 125 on any failure. */
-static inline void sbx__become_init(const struct sbx_fork_request *request, int *fds, uid_t uid,
-                                    gid_t gid) {
-  static int targets[1 + SBX_FORK_MAX_FDS];
+/* Step 2 in the child's init, pid 1 of the new namespaces, a copy of the
+ * fork server that does as little as it can: it blocks every signal for
+ * good (an init gets no signal from inside its namespace that it has no
+ * handler for, and a blocked one is never delivered: the fork server's
+ * handlers stay out of reach), forks the child, and reaps.  Returns only in
+ * the child. */
+static inline void sbx__fork_from_init(void) {
   struct sigaction dfl;
   sigset_t all;
   pid_t child;
-  if (sbx__map_own_ids(uid, gid) != 0) sbx__child_failed(sbx_last_error());
-  /* The child's channel goes to 1023, where it replaces the fork server's. */
-  targets[0] = SBX_COMMS_FD;
-  memcpy(targets + 1, request->targets, request->target_count * sizeof targets[0]);
-  if (sbx__arrange_fds(fds, targets, 1 + request->target_count) != 0) {
-    sbx__child_failed(sbx_last_error());
-  }
-  for (size_t i = 0; i < request->proc_count; i++) {
-    if (sbx__mount_proc(request->proc[i]) != 0) sbx__child_failed(sbx_last_error());
-  }
-  /* unix(7), SO_PASSCRED: the supervisor's end has it set, so the kernel
-   * attaches our pid to this frame, translated into the supervisor's pid
-   * namespace. */
-  if (sbx__send_frame(SBX_TAG_CREDS, NULL, 0) != 0 || sbx__drop_capabilities() != 0) {
-    sbx__child_failed(sbx_last_error());
-  }
-  /* No inherited handler may run in the init; the child unblocks its own. */
   sigfillset(&all);
   memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
+  dfl.sa_handler = SIG_DFL; /* to learn how the child ends */
   sigemptyset(&dfl.sa_mask);
   if (sigprocmask(SIG_BLOCK, &all, NULL) != 0 || sigaction(SIGCHLD, &dfl, NULL) != 0) {
-    sbx__child_failed("cannot set up the init's signals");
+    _exit(SBX_EXIT_INIT_FAILED);
   }
   child = fork();
-  if (child < 0) sbx__child_failed("fork() of the child failed");
+  if (child < 0) _exit(SBX_EXIT_INIT_FAILED);
   if (child > 0) sbx__serve_as_init(child);
 }
 
-/* Step 3 in the child, pid 2 of its namespaces: its own session, default
- * signals, non-dumpable, its limits and cwd, then TAG_CREDS and the wait for
- * TAG_FORK_GO.  Returns only once the supervisor traces it; exits 125 on any
- * failure. */
-static inline void sbx__become_child(const struct sbx_fork_request *request) {
+/* Step 3 in the child, pid 2 of its namespaces: its id maps, the procfs
+ * mounts and no capabilities (it has every one of the new user namespace
+ * until then), its own session, default signals, non-dumpable, its fds,
+ * limits and cwd, then TAG_CREDS and the wait for TAG_FORK_GO.  Returns only
+ * once the supervisor traces it; exits 125 on any failure. */
+static inline void sbx__become_child(const struct sbx_fork_request *request, int *fds, uid_t uid,
+                                     gid_t gid) {
+  static int targets[1 + SBX_FORK_MAX_FDS];
   struct sigaction dfl;
   sigset_t none;
+  if (sbx__map_own_ids(uid, gid) != 0) sbx__child_failed(sbx_last_error());
+  for (size_t i = 0; i < request->proc_count; i++) {
+    if (sbx__mount_proc(request->proc[i]) != 0) sbx__child_failed(sbx_last_error());
+  }
+  if (sbx__drop_capabilities() != 0) sbx__child_failed(sbx_last_error());
   /* Its own process group: the monitor waits on the sandboxee's group. */
   if (setsid() < 0) sbx__child_failed("setsid() failed");
   memset(&dfl, 0, sizeof dfl);
@@ -1423,6 +1406,12 @@ static inline void sbx__become_child(const struct sbx_fork_request *request) {
     sbx__child_failed("cannot reset the signals");
   }
   (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  /* The child's channel goes to 1023, where it replaces the fork server's. */
+  targets[0] = SBX_COMMS_FD;
+  memcpy(targets + 1, request->targets, request->target_count * sizeof targets[0]);
+  if (sbx__arrange_fds(fds, targets, 1 + request->target_count) != 0) {
+    sbx__child_failed(sbx_last_error());
+  }
   for (size_t i = 0; i < request->rlimit_count; i++) {
     if (sbx__set_rlimit(request->rlimits[i].resource, request->rlimits[i].soft,
                         request->rlimits[i].hard) != 0) {
@@ -1434,7 +1423,10 @@ static inline void sbx__become_child(const struct sbx_fork_request *request) {
     snprintf(message, sizeof message, "chdir(%s) failed: %s", request->cwd, strerror(errno));
     sbx__child_failed(message);
   }
-  /* The child's own pid this time, for the monitor to trace. */
+  /* unix(7), SO_PASSCRED: the supervisor's end has it set, so the kernel
+   * attaches our pid to this frame, translated into the supervisor's pid
+   * namespace -- which is how it learns whom to trace (and, as our parent,
+   * our init). */
   if (sbx__send_frame(SBX_TAG_CREDS, NULL, 0) != 0 ||
       sbx__recv_fixed(SBX_TAG_FORK_GO, NULL, 0) != 0) {
     sbx__child_failed(sbx_last_error());
@@ -1526,7 +1518,7 @@ static inline int sbx_wait_and_fork(void) {
   fflush(NULL);
   uid = geteuid();
   gid = getegid();
-  pid = sbx__clone_init();
+  pid = sbx__clone_init(request.proc_count > 0);
   if (pid != 0) {
     int saved = errno;
     for (size_t i = 0; i < count; i++) close(fds[i]);
@@ -1536,8 +1528,8 @@ static inline int sbx_wait_and_fork(void) {
     }
     return (int)pid;
   }
-  sbx__become_init(&request, fds, uid, gid);
-  sbx__become_child(&request);
+  sbx__fork_from_init();
+  sbx__become_child(&request, fds, uid, gid);
   return 0;
 }
 
