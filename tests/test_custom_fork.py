@@ -334,3 +334,17 @@ async def test_a_python_child_that_aborts_is_signaled(
         result = await sandbox.await_result()
     assert result.status is Status.SIGNALED, str(result)
     assert result.signal == signal.SIGABRT
+
+
+async def test_children_in_the_fork_servers_namespaces_are_refused(policy: Policy) -> None:
+    # A fork server that forks its children in its own namespaces (the protocol before
+    # children got their own): the supervisor refuses each child, kills nothing else, and
+    # the fork server serves (and is refused) again.
+    fork_executor = python_executor("shared-fork-server")
+    try:
+        for _ in range(2):
+            result = await Sandbox(Executor.from_fork_server(fork_executor), policy).run()
+            assert result.status is Status.SETUP_ERROR, str(result)
+            assert "namespaces of its own" in result.detail
+    finally:
+        await fork_executor.aclose()

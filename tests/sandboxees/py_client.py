@@ -3,6 +3,10 @@
     py_client.py me-here      mode (b): sandbox_me_here, then serve requests
     py_client.py fork-server  mode (c): fork a child per request; each child then
                               calls sandbox_me_here and serves requests
+    py_client.py shared-fork-server
+                              the protocol of mode (c) as it was before children got
+                              namespaces of their own: a plain fork, in the fork
+                              server's namespaces (the supervisor must refuse them)
 
 Serving requests: receive strings and answer each; "" ends with exit code 0; "socket"
 makes a TCP socket (a violation under the Python preset); "pid" answers the pid; "msg"
@@ -25,7 +29,10 @@ import socket
 import sys
 import threading
 
+from aiosandbox._comms._wire import TAG_FORK_GO, TAG_FORK_REQUEST
 from aiosandbox.client import Client, ForkingClient
+from aiosandbox.client._forking import arrange_fds
+from aiosandbox.client._request import parse_fork_request
 
 SECRET = bytearray(64)  # allocated in the fork server: at one address in all its children
 _NR_PIDFD_GETFD = 438
@@ -117,8 +124,31 @@ def serve(client: Client) -> None:
             comms.send_string(request.upper())
 
 
+def shared_fork_server() -> None:
+    comms = ForkingClient().comms
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    while True:
+        try:
+            _tag, payload = comms.recv_frame((TAG_FORK_REQUEST,))
+        except Exception:
+            sys.exit(0)  # the supervisor is done
+        request = parse_fork_request(payload)
+        fds = [comms.recv_fd() for _ in range(request.fd_count)]
+        if os.fork():
+            for fd in fds:
+                os.close(fd)
+            continue
+        os.setsid()
+        arrange_fds(fds, (1023, *request.targets))  # the comms object now wraps the child's
+        comms.send_creds()
+        comms.recv_frame((TAG_FORK_GO,))
+        os._exit(0)
+
+
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
+    if mode == "shared-fork-server":
+        shared_fork_server()
     if mode == "fork-server":
         forking = ForkingClient()
         while forking.wait_and_fork() != 0:
