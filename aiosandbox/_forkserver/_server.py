@@ -43,6 +43,11 @@ lets exactly that call reach the monitor, which allows it once.  Everything the 
 need (ctypes arrays, the sock_fprog) is built before "ready", so that between loading the
 filter and the exec Python makes no syscall of its own.
 
+A custom fork server (mode (c)) is an ordinary sandboxee with no filter, and one thing more:
+a procfs of its pid namespace at fd 1022, made by init before the pivot (and mounted
+nowhere), through which each of its children writes the id maps of its own user namespace
+(docs/protocol.md).
+
 Errors in the children are sent on the setup socket as b"E" + message before they exit;
 the server itself never dies of a bad request.
 """

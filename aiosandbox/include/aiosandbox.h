@@ -43,8 +43,9 @@
  *
  * Mode (c), "a custom fork server": the binary of a fork executor (children
  * come from Executor.from_fork_server(it)) initialises once, then loops on
- * sbx_wait_and_fork(), which forks one child per request of the supervisor
- * and returns 0 in it; the child goes on to sbx_sandbox_me_here().  The
+ * sbx_wait_and_fork(), which forks one child per request of the supervisor,
+ * in pid, user and ipc namespaces of its own below a small init, and returns
+ * 0 in it; the child goes on to sbx_sandbox_me_here().  The
  * request is msgpack, read by a small reader here that takes that one shape,
  * checks every count against the bytes left and allocates nothing.
  *
