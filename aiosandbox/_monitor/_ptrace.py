@@ -258,7 +258,7 @@ class PtraceMonitor:
         """Kills every process of the sandbox (idempotent, from any task of the loop)."""
         if not self._killed and not self._main_reaped and self._main_peak_kib is None:
             # A killed process makes no exit stop: measure it now.
-            self._main_peak_kib = _peak_rss_kib(self.main_pid)
+            self._main_peak_kib = _exit_facts(self.main_pid)[0]
         self._killed = True
         try:
             signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
@@ -457,7 +457,7 @@ class PtraceMonitor:
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_EXIT:
                 if pid == self.main_pid:
-                    self._main_peak_kib = _peak_rss_kib(pid)
+                    self._main_exiting(pid)
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_STOP:
                 if stop_signal in _GROUP_STOP_SIGNALS:
@@ -474,6 +474,19 @@ class PtraceMonitor:
             # ESRCH: the tracee was killed while stopped; its exit is reported next.
             if exc.errno != errno.ESRCH:
                 raise
+
+    def _main_exiting(self, pid: int) -> None:
+        """At the main process's exit stop: measures its peak, and if it is the last thread
+        (the process ends, its status is fixed) kills the namespace now, so that init's
+        teardown (for a custom fork server's child, of a whole copy of the server) runs
+        beside the main process's own instead of after it.  Not :meth:`kill`: the run is
+        not killed, the main process's status still decides it."""
+        self._main_peak_kib, threads = _exit_facts(pid)
+        if threads == 1:
+            try:
+                signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _seccomp_stop(self, pid: int) -> None:
         info = _seccomp_info(pid)
@@ -579,16 +592,21 @@ class PtraceMonitor:
         return resource.struct_rusage(fields)
 
 
-def _peak_rss_kib(pid: int) -> int | None:
-    """A process's peak resident set (``VmHWM``, KiB), or None once it has no memory."""
+def _exit_facts(pid: int) -> tuple[int | None, int]:
+    """A process's peak resident set (``VmHWM``, KiB; None once it has no memory) and its
+    thread count (0 if unknown)."""
+    peak, threads = None, 0
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
+                    peak = int(line.split()[1])
+                elif line.startswith(b"Threads:"):
+                    threads = int(line.split()[1])
+                    break  # after VmHWM in the file
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    return peak, threads
 
 
 def _exec_failure(error: int | None) -> str:
