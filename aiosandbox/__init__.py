@@ -30,7 +30,7 @@ if _TYPE_CHECKING:
     from ._executor import IPC as IPC
     from ._executor import PIPE as PIPE
     from ._executor import Executor as Executor
-    from ._executor import Limits as Limits
+    from ._limits import Limits as Limits
     from ._policy import Policy as Policy
     from ._policy import PolicyBuilder as PolicyBuilder
     from ._result import Result as Result
@@ -46,7 +46,7 @@ _LAZY = {
     "IPC": "._executor",
     "PIPE": "._executor",
     "Executor": "._executor",
-    "Limits": "._executor",
+    "Limits": "._limits",
     "Policy": "._policy",
     "PolicyBuilder": "._policy",
     "Result": "._result",

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 from ._comms._wire import FD_NAME_CHARS
+from ._limits import Limits as Limits
+from ._sockets import blocking_socketpair
 
 if TYPE_CHECKING:
     from ._comms import Comms
@@ -26,50 +27,6 @@ DEVNULL: Final = -3
 StdioSpec = int | None
 
 _MAX_FD = 1 << 20
-
-
-def _check_limit(name: str, value: object) -> None:
-    if name == "wall_time_limit":
-        if value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"wall_time_limit must be seconds (a number) or None, not {value!r}")
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"wall_time_limit must be a finite number >= 0, not {value!r}")
-        return
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int or None (unlimited), not {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0 or None (unlimited), not {value}")
-
-
-@dataclass
-class Limits:
-    """Resource limits of a sandboxee, with Sandbox2's defaults.
-
-    The ``rlimit_*`` fields are in bytes, seconds or counts, ``None`` meaning unlimited; they
-    are set in the sandboxee before its exec (a value above the supervisor's own hard limit
-    keeps that hard limit).  ``wall_time_limit`` is in seconds; ``None`` or 0 means none.
-    """
-
-    rlimit_as: int | None = None
-    rlimit_cpu: int | None = 1024
-    rlimit_fsize: int | None = 8 << 30
-    rlimit_nofile: int | None = 1024
-    rlimit_core: int | None = 0
-    wall_time_limit: float | None = 120.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_limit(f.name, getattr(self, f.name))
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name not in {f.name for f in fields(self)}:
-            raise AttributeError(f"Limits has no field {name!r}")
-        _check_limit(name, value)
-        super().__setattr__(name, value)
 
 
 @dataclass
@@ -108,9 +65,7 @@ class IPC:
 
     def _ensure_channel(self) -> socket.socket:
         if self._channel is None:
-            self._channel, self._channel_peer = socket.socketpair(
-                socket.AF_UNIX, socket.SOCK_STREAM
-            )
+            self._channel, self._channel_peer = blocking_socketpair()
         return self._channel
 
     def _take_channel_peer(self) -> socket.socket:
@@ -156,7 +111,7 @@ class IPC:
             read what the sandboxee writes to its stdout.
         """
         _check_target(sandboxee_fd)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = blocking_socketpair()
         try:
             self.map_fd(theirs.fileno(), sandboxee_fd, name=name)
         except BaseException:
@@ -220,6 +175,7 @@ class Executor:
             must call ``aiosandbox.client.Client().sandbox_me_here()`` (or the C header's
             ``sbx_sandbox_me_here()``) once initialised; ``Sandbox.start()`` returns when
             it has.
+        limits: The sandboxee's :class:`Limits` (a copy is kept); the defaults otherwise.
 
     Raises:
         ValueError: A relative path, empty args, a bad stdio value or env entry.
@@ -238,6 +194,7 @@ class Executor:
         stdout: StdioSpec = None,
         stderr: StdioSpec = None,
         sandbox_before_exec: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         self.path = _check_binary(os.fspath(path))
         self.args = _check_args(self.path, args)
@@ -249,7 +206,7 @@ class Executor:
         if not isinstance(sandbox_before_exec, bool):
             raise TypeError(f"sandbox_before_exec must be a bool, not {sandbox_before_exec!r}")
         self.sandbox_before_exec = sandbox_before_exec
-        self.limits = Limits()
+        self.limits = _copy_limits(limits)
         self.ipc = IPC()
         self._used = False
         self._fork_server: CustomForkServer | None = None  # set on a fork-server executor
@@ -264,6 +221,7 @@ class Executor:
         stdin: StdioSpec = None,
         stdout: StdioSpec = None,
         stderr: StdioSpec = None,
+        limits: Limits | None = None,
     ) -> Executor:
         """An executor whose sandboxee is forked from a custom fork server (guide, mode c).
 
@@ -277,6 +235,7 @@ class Executor:
         an init of its own: it cannot see, signal or read its siblings or the fork server.
         The server runs until ``await fork_executor.aclose()``: its executor's
         ``wall_time_limit`` does not apply to it, its rlimits do (and bound its children's).
+        ``limits`` are the child's own.
 
         Raises:
             ValueError: ``fork_executor`` is itself forked, or runs a sandbox already.
@@ -296,7 +255,7 @@ class Executor:
         child.stdout = _check_stdio("stdout", stdout)
         child.stderr = _check_stdio("stderr", stderr)
         child.sandbox_before_exec = False
-        child.limits = Limits()
+        child.limits = _copy_limits(limits)
         child.ipc = IPC()
         child._used = False
         child._fork_server = None
@@ -324,6 +283,15 @@ class Executor:
         if ipc is not None:
             ipc.close()
             ipc.close_channel()
+
+
+def _copy_limits(limits: Limits | None) -> Limits:
+    if limits is None:
+        return Limits()
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be an aiosandbox.Limits, not {limits!r}")
+    # A copy: set_wall_time_limit() and the caller's later changes stay with their owner.
+    return replace(limits)
 
 
 def _check_binary(path: str) -> str:

@@ -117,6 +117,18 @@ def _fixed(arg: int, method: str) -> Candidates:
     return Candidates((arg,), lambda args: call)
 
 
+_PROT_EXEC = 0x4
+_MMAP_WITHOUT_EXEC = (HelperCall("allow_mmap_without_exec"),)
+# The loader's helper only for executable mappings: elsewhere the narrow one is enough.
+_MMAP_CANDIDATES = Candidates(
+    (2, 3),
+    lambda args: (
+        (*_MMAP_WITHOUT_EXEC, HelperCall("allow_dynamic_startup"))
+        if args[2] & _PROT_EXEC
+        else _MMAP_WITHOUT_EXEC
+    ),
+)
+
 CANDIDATES: Mapping[str, Candidates] = {
     "ioctl": _fixed(1, "allow_tcgets"),
     "fcntl": _fixed(1, "allow_safe_fcntl"),
@@ -124,8 +136,11 @@ CANDIDATES: Mapping[str, Candidates] = {
     "futex": Candidates(
         (1,), lambda args: (HelperCall("allow_futex_op", (args[1] & _FUTEX_CMD_MASK,)),)
     ),
-    "mmap": _fixed(2, "allow_mmap_without_exec"),
-    "mmap2": _fixed(2, "allow_mmap_without_exec"),
+    # A dynamic binary's loader maps library code executable: allow_dynamic_startup()
+    # allows that (file mappings only), where a plain mmap would allow executable
+    # anonymous memory too.
+    "mmap": _MMAP_CANDIDATES,
+    "mmap2": _MMAP_CANDIDATES,
     "mprotect": _fixed(2, "allow_mprotect_without_exec"),
     # One rule per option used: a plain prctl would allow PR_SET_SECCOMP, PR_SET_MM, ...
     "prctl": Candidates((0,), lambda args: (HelperCall("allow_prctl_option", (args[0] & _U32,)),)),

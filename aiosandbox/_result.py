@@ -85,6 +85,11 @@ class Result:
         stdout: What the sandboxee wrote to a PIPE stdout during :meth:`Sandbox.run`.
         stderr: Likewise for stderr.
         detail: A human-readable explanation for SETUP_ERROR and INTERNAL_ERROR.
+        limit_exceeded: The name of the :class:`Limits` field whose limit ended the run
+            (``"wall_time_limit"``, ``"rlimit_cpu"``, ``"rlimit_fsize"``), else None.  The
+            rlimits are told by the kernel's signals (SIGXCPU, SIGXFSZ), which a sandboxee
+            can also send itself: that changes its own report, never a violation's.
+        output_truncated: Whether ``Limits.output_limit`` cut a captured stream.
     """
 
     status: Status
@@ -98,6 +103,8 @@ class Result:
     stdout: bytes | None = None
     stderr: bytes | None = None
     detail: str = ""
+    limit_exceeded: str | None = None
+    output_truncated: bool = False
 
     def __str__(self) -> str:
         if self.status is Status.OK:
@@ -114,6 +121,10 @@ class Result:
             text = f"{self.status.value} - {detail}"
         else:
             text = self.status.value
+        if self.limit_exceeded is not None:
+            text += f" ({self.limit_exceeded} exceeded)"
+        if self.output_truncated:
+            text += ", output truncated"
         return f"{text}, wall time {self.wall_time:.3f} s"
 
 
@@ -144,6 +155,10 @@ class ResultBuilder:
         self._exit_code: int | None = None
         self._signal: int | None = None
         self._rusage: resource.struct_rusage | None = None
+        self._cpu_limit_signalled = False
+        self._limit: str | None = None
+        self.cpu_limit: int | None = None
+        """The sandboxee's ``rlimit_cpu`` in seconds, None if unlimited."""
 
     @property
     def decided(self) -> bool:
@@ -181,6 +196,14 @@ class ResultBuilder:
         """The wall-time limit passed."""
         self._timed_out = True
 
+    def cpu_limit_signalled(self) -> None:
+        """The kernel sent the main process SIGXCPU: its ``rlimit_cpu`` soft limit passed.
+
+        Whether the limit ends the run shows when the main process dies: by that SIGXCPU,
+        or by the kernel's SIGKILL at the hard limit a second later if it caught it.
+        """
+        self._cpu_limit_signalled = True
+
     def main_exited(
         self, exit_code: int | None, signal_number: int | None, rusage: resource.struct_rusage
     ) -> None:
@@ -189,13 +212,42 @@ class ResultBuilder:
         if self._kill_requested:
             self._decide(Status.EXTERNAL_KILL, 0)
         elif self._timed_out:
-            self._decide(Status.TIMEOUT, 0)
+            self._decide_limit(Status.TIMEOUT, 0, "wall_time_limit")
         elif exit_code is not None:
             self._exit_code = exit_code
             self._decide(Status.OK, exit_code)
         elif signal_number is not None:
             self._signal = signal_number
-            self._decide(Status.SIGNALED, signal_number)
+            self._decide_limit(Status.SIGNALED, signal_number, self._signal_limit(signal_number))
+
+    def _decide_limit(self, status: Status, reason_code: int, limit: str | None) -> None:
+        if self._status is None:
+            self._limit = limit
+        self._decide(status, reason_code)
+
+    def _signal_limit(self, signal_number: int) -> str | None:
+        """The rlimit a death by this signal tells of.
+
+        The kernel signals SIGXCPU at the soft CPU limit (and SIGKILL at the hard one a
+        second later), and SIGXFSZ for a write past the file size limit.  A sandboxee can
+        queue itself a SIGXCPU that looks like the kernel's: the CPU limit is named only if
+        the main process also used about that much CPU time.
+        """
+        if signal_number in (signal.SIGXCPU, signal.SIGKILL):
+            if self._cpu_limit_signalled and self._used_cpu_limit():
+                return "rlimit_cpu"
+            return None
+        if signal_number == signal.SIGXFSZ:
+            return "rlimit_fsize"
+        return None
+
+    def _used_cpu_limit(self) -> bool:
+        if self.cpu_limit is None or self._rusage is None:
+            return False
+        used = self._rusage.ru_utime + self._rusage.ru_stime
+        # The kernel checks its tick-sampled CPU time; rusage reports the precise one,
+        # which may be a little lower.
+        return used >= 0.9 * self.cpu_limit - 0.1
 
     def build(self, wall_time: float) -> Result:
         """Returns the result; an undecided run (which should not happen) is an error."""
@@ -215,4 +267,5 @@ class ResultBuilder:
             wall_time=wall_time,
             rusage=self._rusage,
             detail=self._detail,
+            limit_exceeded=self._limit,
         )

@@ -44,7 +44,7 @@ from ._comms._wire import COMMS_FD as _COMMS_FD
 from ._comms._wire import FD_MAP_ENV, TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
 from ._custom_fork import nspids
 from ._exceptions import CommsError, PolicyError
-from ._executor import DEVNULL, PIPE, Executor, Limits
+from ._executor import DEVNULL, PIPE, Executor
 from ._forkserver._client import SpawnRequest, fork_server
 from ._forkserver._server import (
     CLONE_NEWIPC,
@@ -54,11 +54,14 @@ from ._forkserver._server import (
     CLONE_NEWUSER,
     CLONE_NEWUTS,
 )
+from ._limits import Limits
 from ._monitor._ptrace import PtraceMonitor, SyscallEvent
 from ._monitor._verdict import Phase, StopJudge
 from ._policy import MountKind, Policy, kernel_filter, kernel_instructions, syscall_number
-from ._policy._builder import tmpfs_inodes
+from ._policy._mounts import tmpfs_inodes
 from ._result import Result, ResultBuilder, SetupReason, Status
+from ._sockets import blocking_socketpair
+from ._stdio import CallerFd, Relay, capture, give
 from .bpf import KILL, evaluate
 
 if TYPE_CHECKING:
@@ -89,7 +92,14 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
     out = []
     for which, value in pairs:
         v = _RLIM_INFINITY if value is None else min(value, _RLIM_INFINITY)
-        out.append((which, v, v))
+        hard = v
+        if which == resource.RLIMIT_CPU and v < _RLIM_INFINITY - 1:
+            # A hard limit above the soft one makes the kernel send SIGXCPU at the limit
+            # (SIGKILL at the hard limit would say nothing about why): the result can then
+            # tell the CPU limit ended the run.  A second later SIGKILL ends a sandboxee
+            # that caught SIGXCPU.
+            hard = v + 1
+        out.append((which, v, hard))
     return out + [(which, v, v) for which, v in _PER_SANDBOX_RLIMITS]
 
 
@@ -317,6 +327,10 @@ class Sandbox:
         self._setup_scope: anyio.CancelScope | None = None
         self._attached = False
         self._syscall_observer: Callable[[SyscallEvent], None] | None = None
+        self._pipes: dict[str, socket.socket] = {}  # our ends of PIPE streams
+        self._capturing = False  # run() reads stdout and stderr itself
+        self._caller_fds: list[CallerFd] = []
+        self._relays: list[Relay] = []  # relays still delivering after the run
         self.stdin: anyio.abc.SocketStream | None = None
         self.stdout: anyio.abc.SocketStream | None = None
         self.stderr: anyio.abc.SocketStream | None = None
@@ -349,22 +363,38 @@ class Sandbox:
 
         Returns:
             The result; with PIPE stdout/stderr, ``result.stdout``/``result.stderr`` hold
-            everything the sandboxee wrote there.
+            what the sandboxee wrote there, up to ``limits.output_limit`` bytes each
+            (``result.output_truncated`` says whether more was dropped).  Cancelling the
+            task kills the sandboxee (see :meth:`kill`).
         """
         if input is not None and self._executor.stdin != PIPE:
             raise ValueError("input= needs an executor with stdin=PIPE")
+        self._capturing = True
         await self.start()
-        output: dict[str, bytes] = {}
-        async with anyio.create_task_group() as tg:
-            if self.stdin is not None:
-                tg.start_soon(_feed, self.stdin, input or b"")
-            if self.stdout is not None:
-                tg.start_soon(_collect, self.stdout, output, "stdout")
-            if self.stderr is not None:
-                tg.start_soon(_collect, self.stderr, output, "stderr")
-            result = await self.await_result()
-        await self.aclose()
-        return dataclasses.replace(result, stdout=output.get("stdout"), stderr=output.get("stderr"))
+        limit = self._executor.limits.output_limit
+        output: dict[str, tuple[bytes, bool]] = {}
+
+        async def collect(name: str, sock: socket.socket) -> None:
+            output[name] = await capture(sock, limit)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.stdin is not None:
+                    tg.start_soon(_feed, self.stdin, input or b"")
+                for name in ("stdout", "stderr"):
+                    if name in self._pipes:
+                        tg.start_soon(collect, name, self._pipes[name])
+                # The streams end with the run (see _end_streams), whatever the
+                # sandboxee left in flight: these tasks end then too.
+                result = await self.await_result()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+        stdout, stdout_cut = output.get("stdout", (None, False))
+        stderr, stderr_cut = output.get("stderr", (None, False))
+        return dataclasses.replace(
+            result, stdout=stdout, stderr=stderr, output_truncated=stdout_cut or stderr_cut
+        )
 
     async def start(self) -> None:
         """Starts the sandboxee; returns once it runs under its policy (or failed to).
@@ -379,6 +409,12 @@ class Sandbox:
         self._start_time = time.monotonic()
         self._hub = hub_for_running_loop()
         self._timer = Timer(self._on_wall_time)
+        self._builder.cpu_limit = self._executor.limits.rlimit_cpu
+        if self._builder.ending:
+            # kill() came first: nothing is started, and the kill is the outcome.
+            self._executor.ipc.close()
+            self._finish()
+            return
         if not self._is_fork_server:  # a custom fork server runs until its aclose()
             self._timer.arm(self._executor.limits.wall_time_limit)
         try:
@@ -393,9 +429,17 @@ class Sandbox:
             if not self._done.is_set() and self._monitor is None and not self._attached:
                 # Killed (or timed out) before the sandboxee was attached.
                 self._abort_setup()
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                # Cancelled midway: the outcome is kill()'s, whatever the moment.
+                self._builder.kill_requested()
+            else:
+                self._builder.setup_failed(SetupReason.FAILED_SUBPROCESS, str(exc))
             self._abort_setup()
             with anyio.CancelScope(shield=True):
+                # As await_result() does: nothing of the run outlives the cancellation.
+                with anyio.move_on_after(_SHUTDOWN_GRACE):
+                    await self._done.wait()
                 await self._close_streams()
             raise
 
@@ -410,7 +454,7 @@ class Sandbox:
             targets.append(_COMMS_FD)
             exec_fd = os.open(executor.path, os.O_PATH | os.O_CLOEXEC)
             closing.append(exec_fd)
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ours, theirs = blocking_socketpair(socket.SOCK_SEQPACKET)
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             self._setup = ours
             request = SpawnRequest(
@@ -447,12 +491,17 @@ class Sandbox:
         finally:
             for fd in closing:
                 os.close(fd)
+            for caller_fd in self._caller_fds:
+                caller_fd.close()
             executor.ipc.close()
         await self._adopt_streams(streams)
         await self._await_setup(ours)
 
     async def _adopt_streams(self, streams: dict[str, socket.socket]) -> None:
+        self._pipes = streams
         for name, sock in streams.items():
+            if self._capturing and name != "stdin":
+                continue  # run() reads the socket itself
             setattr(self, name, await anyio.abc.SocketStream.from_socket(sock))
 
     def _child_fds(
@@ -476,12 +525,20 @@ class Sandbox:
                 fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 closing.append(fd)
             elif spec == PIPE:
-                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                ours, theirs = blocking_socketpair()
                 streams[name] = ours
                 fd = theirs.detach()
                 closing.append(fd)
             else:
-                fd = spec
+                # Never the caller's own description (see _stdio).
+                try:
+                    caller_fd = give(spec, name)
+                except BaseException:
+                    for sock in streams.values():
+                        sock.close()
+                    raise
+                self._caller_fds.append(caller_fd)
+                fd = caller_fd.fd
             fds.append(fd)
             targets.append(target)
         for local, target in executor.ipc.mapped_fds:
@@ -615,6 +672,8 @@ class Sandbox:
         finally:
             for fd in closing:
                 os.close(fd)
+            for caller_fd in self._caller_fds:
+                caller_fd.close()
             executor.ipc.close()
         await self._adopt_streams(streams)
         comms = executor.ipc._internal_comms()
@@ -786,9 +845,25 @@ class Sandbox:
             # Nothing left to read and nobody holds the channel: close it now.  Otherwise
             # what the sandboxee sent before it ended stays readable until aclose().
             self._executor.ipc.close_channel()
+        self._end_streams()
         self._result = self._builder.build(time.monotonic() - self._start_time)
         logger.debug("sandbox finished: %s", self._result)
         self._done.set()
+
+    def _end_streams(self) -> None:
+        """The run is over, so are its streams: every process of the sandbox is gone, but
+        an end of a stream may live on in flight (sent over a socket and never received),
+        and would keep it open forever.  Shutting our ends down makes a reader get what
+        was written, then EOF, and a writer fail; the caller's fds get their offsets."""
+        for sock in self._pipes.values():
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for caller_fd in self._caller_fds:
+            if caller_fd.relay is not None:
+                caller_fd.relay.shut()
+            caller_fd.run_ended()
 
     def _on_wall_time(self) -> None:
         self._builder.timed_out()
@@ -800,20 +875,27 @@ class Sandbox:
         elif self._is_fork_server and self._attached and self._init_pidfd is not None:
             _kill_init(self._init_pidfd)
         else:
-            if self._setup_scope is not None:
-                self._setup_scope.cancel()
             self._kill_pending = True
-            if self._setup is not None and not self._done.is_set():
-                # Still setting up: closing the setup socket makes the children exit.
+            if self._setup_scope is not None:
+                # Still setting up: start() aborts the set-up once its task is out of the
+                # socket it awaits (closing it under that task would break the wait).
+                self._setup_scope.cancel()
+            elif self._setup is not None and not self._done.is_set():
+                # Closing the setup socket makes the children exit.
                 self._abort_setup()
 
     def kill(self) -> None:
         """Kills the sandboxee and everything it started; the result is EXTERNAL_KILL
-        (unless the run had ended already).  Safe to call from any task, at any time."""
-        if self._done.is_set() or not self._started:
+        (unless the run had ended already).  Safe to call from any task, at any time:
+        before ``start()``, the sandboxee never starts and the run ends EXTERNAL_KILL as
+        soon as it is started.  Cancelling a task that awaits ``start()``, ``run()`` or
+        ``await_result()`` kills in the same way (the cancellation goes on; the
+        sandbox's result is EXTERNAL_KILL)."""
+        if self._done.is_set():
             return
         self._builder.kill_requested()
-        self._kill_now()
+        if self._started:
+            self._kill_now()
 
     def set_wall_time_limit(self, seconds: float | None) -> None:
         """Re-arms the wall-time limit to ``seconds`` from now; None or 0 disarms it."""
@@ -855,6 +937,30 @@ class Sandbox:
             stream = getattr(self, name)
             if stream is not None:
                 await stream.aclose()
+        for sock in self._pipes.values():
+            sock.close()  # those run() read itself; closing a stream's twice is harmless
+        callers, self._caller_fds = self._caller_fds, []
+        relays = [caller_fd.relay for caller_fd in callers if caller_fd.relay is not None]
+        if self._done.is_set():
+            # What the sandboxee wrote before it ended goes on to the caller's fd: now, as
+            # far as the caller's side takes it, and after we return, in the background,
+            # as the caller reads (at most its socket's queue and one chunk are left).
+            with anyio.CancelScope(shield=True):
+                for relay in relays:
+                    await relay.settled.wait()
+            self._relays = [relay for relay in relays if not relay.finished.is_set()]
+        else:
+            for relay in relays:
+                relay.close()
+        for caller_fd in callers:
+            caller_fd.close()
+            caller_fd.run_ended()
+
+    async def _output_delivered(self) -> None:
+        """Waits until relayed output has all reached the caller's fds (the CLI waits for
+        this before it exits, and with it the loop that relays)."""
+        for relay in self._relays:
+            await relay.finished.wait()
 
     async def __aenter__(self) -> Sandbox:
         await self.start()
@@ -963,13 +1069,3 @@ async def _feed(stream: anyio.abc.SocketStream, data: bytes) -> None:
         await stream.send_eof()
     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
         pass  # the sandboxee stopped reading; that is its business
-
-
-async def _collect(stream: anyio.abc.SocketStream, output: dict[str, bytes], key: str) -> None:
-    chunks = []
-    try:
-        while True:
-            chunks.append(await stream.receive())
-    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-        pass
-    output[key] = b"".join(chunks)

@@ -144,8 +144,8 @@ SPEC_RESULT_FIELDS = (
     "stdout",
     "stderr",
 )
-# Beyond SPEC.md: the explanation of a SETUP_ERROR or INTERNAL_ERROR.
-EXTRA_RESULT_FIELDS = ("detail",)
+# SPEC.md 1 names these with the limits; detail explains a SETUP_ERROR or INTERNAL_ERROR.
+EXTRA_RESULT_FIELDS = ("detail", "limit_exceeded", "output_truncated")
 SPEC_VIOLATION_FIELDS = ("syscall_name", "syscall_nr", "args", "arch", "pid", "description")
 SPEC_STATUS_MEMBERS = (
     "OK",
@@ -359,6 +359,7 @@ def test_limits_defaults_are_sandbox2s() -> None:
     assert limits.rlimit_nofile == 1024
     assert limits.rlimit_core == 0
     assert limits.wall_time_limit == 120
+    assert limits.output_limit == 64 << 20  # beyond Sandbox2 (SPEC.md 1)
 
 
 # --- ResultBuilder ---------------------------------------------------------------------

@@ -212,6 +212,35 @@ def test_mmap_with_and_without_exec() -> None:
     assert recorder.syscall_rules() == [nr("mmap")]
 
 
+def test_a_loaders_code_mappings_do_not_make_anonymous_memory_executable() -> None:
+    # Issue 8, a sibling of the executable-memory finding: a dynamic binary's loader
+    # maps library code PROT_EXEC, and learn used to allow mmap plainly for it.
+    map_private_denywrite = 0x802
+    recorder = Recorder()
+    recorder.record(nr("mmap"), (0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE_ANON, -1, 0))
+    recorder.record(nr("mmap"), (0, 8192, PROT_READ | PROT_EXEC, map_private_denywrite, 3, 0))
+    assert recorder.syscall_rules() == [
+        HelperCall("allow_dynamic_startup"),
+        HelperCall("allow_mmap_without_exec"),
+    ]
+    policy = rules_policy(recorder).build()
+    code = (0, 8192, PROT_READ | PROT_EXEC, map_private_denywrite, 3, 0)
+    assert bpf.evaluate(policy, "mmap", code) == bpf.ALLOW
+    for prot in (PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE | PROT_EXEC):
+        assert bpf.evaluate(policy, "mmap", (0, 4096, prot, MAP_PRIVATE_ANON, -1, 0)) == bpf.KILL
+
+
+def test_a_learned_dynamic_binary_gets_no_executable_anonymous_memory(tmp_path: Path) -> None:
+    policy_file = tmp_path / "true.toml"
+    learned = aiosandbox("learn", "-o", str(policy_file), "--", "/bin/true")
+    assert learned.returncode == 0, learned.stderr
+    policy = load(policy_file).policy
+    rx_anon = (0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE_ANON, -1, 0)
+    assert bpf.evaluate(policy, "mmap", rx_anon) == bpf.KILL
+    ran = aiosandbox("run", "--policy", str(policy_file), "--", "/bin/true")
+    assert ran.returncode == 0, ran.stderr
+
+
 def test_futex_gets_one_helper_per_operation() -> None:
     recorder = Recorder()
     for op in (0, 1, 128 | 1, 128 | 9):  # WAIT, WAKE, WAKE_PRIVATE, WAIT_BITSET_PRIVATE

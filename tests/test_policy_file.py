@@ -29,7 +29,7 @@ from aiosandbox._policy._bpf import (
     flatten,
 )
 from aiosandbox._policy._bpf_text import _decompile, parse_bpf, render_block
-from aiosandbox._policy._toml_positions import _Positions
+from aiosandbox._policy._toml_positions import Positions
 from aiosandbox.policy import PolicyFile, dump, dumps, load, loads
 
 from .conftest import Binaries
@@ -591,7 +591,7 @@ def test_random_recipes_round_trip(recipe: list[tuple[str, tuple[object, ...]]])
     assert again.policy == policy
     assert dumps(again.policy) == text
     # Errors would be placed right: each table is found at its header.
-    positions = _Positions(text)
+    positions = Positions(text)
     for kind in ("rule", "mount"):
         headers = [n for n, line in enumerate(text.splitlines(), 1) if line == f"[[{kind}]]"]
         assert [positions.line((kind, i)) for i in range(len(headers))] == headers
@@ -771,7 +771,7 @@ def test_positions_follow_strings_arrays_and_inline_tables() -> None:
         "allow = []",
     ]
     text = "\n".join(lines) + "\n"
-    positions = _Positions(text)
+    positions = Positions(text)
     assert positions.line(("top",)) == 1
     assert positions.line(("rule", 0)) == 5
     assert positions.line(("rule", 0, "kwargs", "quoted key")) == 6

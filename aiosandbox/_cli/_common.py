@@ -169,6 +169,8 @@ async def run_sandbox(
     Returns:
         The result, and the signal that made the CLI kill the sandbox (or None).
     """
+    import anyio
+
     from aiosandbox._sandbox import Sandbox
 
     sandbox = Sandbox(executor, policy)
@@ -177,14 +179,21 @@ async def run_sandbox(
     loop = asyncio.get_running_loop()
     received: list[int] = []
 
+    delivering = anyio.CancelScope()
+
     def on_signal(signum: int) -> None:
         received.append(signum)
         sandbox.kill()
+        delivering.cancel()
 
     for signum in _FORWARDED:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         result = await sandbox.run()
+        with delivering:
+            # What the sandboxee wrote reaches our stdout and stderr before we exit, as a
+            # program's own output would (a signal gives up on it).
+            await sandbox._output_delivered()
     finally:
         for signum in _FORWARDED:
             loop.remove_signal_handler(signum)

@@ -27,7 +27,8 @@ from aiosandbox._cli._common import (
 )
 
 if TYPE_CHECKING:
-    from aiosandbox._executor import Executor, Limits
+    from aiosandbox._executor import Executor
+    from aiosandbox._limits import Limits
     from aiosandbox._policy import Policy, PolicyBuilder
 
 __all__ = ["add_execution_options", "add_parser", "make_executor", "run"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._exceptions import SetupError
+from .._sockets import blocking_socketpair
 
 __all__ = ["ForkServer", "SpawnRequest", "fork_server"]
 
@@ -102,7 +103,7 @@ class ForkServer:
         return self._process.pid if self._process is not None else None
 
     def _start(self) -> socket.socket:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = blocking_socketpair(socket.SOCK_SEQPACKET)
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-S", "-I", str(_SERVER_SCRIPT), str(theirs.fileno())],

@@ -53,6 +53,7 @@ logger = logging.getLogger("aiosandbox.monitor")
 PTRACE_CONT = 7
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETSIGINFO = 0x4202
 PTRACE_SEIZE = 0x4206
 PTRACE_LISTEN = 0x4208
 PTRACE_GET_SYSCALL_INFO = 0x420E
@@ -108,6 +109,20 @@ _BURST = 0.05
 _SWEEP_ALWAYS = 32  # up to this many tracees, every quiet moment sweeps them all
 
 _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+
+
+class _SigInfoHead(ctypes.Structure):
+    """A ``siginfo_t`` (128 bytes) of which only the first three fields are read."""
+
+    _fields_ = (
+        ("si_signo", ctypes.c_int),
+        ("si_errno", ctypes.c_int),
+        ("si_code", ctypes.c_int),
+        ("rest", ctypes.c_uint8 * 116),
+    )
+
+
+_SI_KERNEL = 0x80
 
 
 class _SeccompInfo(ctypes.Structure):
@@ -469,6 +484,8 @@ class PtraceMonitor:
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             else:
                 # A signal on its way to the tracee: deliver it unchanged.
+                if stop_signal == signal.SIGXCPU:
+                    self._note_cpu_limit(pid)
                 _ptrace(PTRACE_CONT, pid, 0, stop_signal)
         except PtraceError as exc:
             # ESRCH: the tracee was killed while stopped; its exit is reported next.
@@ -487,6 +504,16 @@ class PtraceMonitor:
                 signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def _note_cpu_limit(self, pid: int) -> None:
+        """Tells the builder when SIGXCPU looks like the kernel's CPU limit of the main
+        process (si_code SI_KERNEL), so that a kill at the hard limit reads as the limit.
+        Another process can only send SI_USER or SI_QUEUE, but a process can queue itself
+        any code: the builder also checks the CPU time used."""
+        info = _SigInfoHead()
+        _ptrace(PTRACE_GETSIGINFO, pid, 0, ctypes.addressof(info))
+        if info.si_code == _SI_KERNEL and _thread_group(pid) == self.main_pid:
+            self._builder.cpu_limit_signalled()
 
     def _seccomp_stop(self, pid: int) -> None:
         info = _seccomp_info(pid)
@@ -590,6 +617,18 @@ class PtraceMonitor:
         fields = list(rusage)
         fields[2] = max(self._main_peak_kib, self._children_peak_kib)
         return resource.struct_rusage(fields)
+
+
+def _thread_group(tid: int) -> int | None:
+    """The pid of the process a thread belongs to, None if it is gone."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _exit_facts(pid: int) -> tuple[int | None, int]:

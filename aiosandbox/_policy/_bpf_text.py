@@ -73,7 +73,16 @@ from aiosandbox._policy._bpf import (
     assemble,
 )
 
-_Item: TypeAlias = BlockItem | tuple[BlockItem, ...]
+__all__ = [
+    "Item",
+    "errno_number",
+    "parse_bpf",
+    "render_block",
+    "render_instruction",
+    "unknown_name",
+]
+
+Item: TypeAlias = BlockItem | tuple[BlockItem, ...]
 """What one element of a ``bpf`` array stands for: one slot or a macro's expansion."""
 
 _CONSTANTS: dict[str, Instruction] = {
@@ -126,7 +135,7 @@ _LOAD_ABS = BPF_LD | BPF_W | BPF_ABS
 _NOP = Instruction(BPF_JMP | BPF_JA, 0, 0, 0)  # what LABEL assembles to
 
 
-def parse_bpf(text: str) -> _Item:
+def parse_bpf(text: str) -> Item:
     """Read one element of a ``bpf`` array: a macro expression such as ``"JEQ(1, ALLOW)"``.
 
     Accepted: the constants and macros of :mod:`aiosandbox.bpf`, ``ERRNO`` with a number or
@@ -148,24 +157,24 @@ def parse_bpf(text: str) -> _Item:
     return _item(tree.body)
 
 
-def _unknown(what: str, name: str, known: Sequence[str]) -> PolicyError:
+def unknown_name(what: str, name: str, known: Sequence[str]) -> PolicyError:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     return PolicyError(f"unknown {what} {name!r}{hint}")
 
 
-def _item(node: ast.expr) -> _Item:
+def _item(node: ast.expr) -> Item:
     if isinstance(node, ast.Name):
         if node.id in _CONSTANTS:
             return _CONSTANTS[node.id]
         if node.id in _CALLS:
             raise PolicyError(f"{node.id} needs arguments, e.g. {node.id}(...)")
-        raise _unknown("BPF name", node.id, [*_CONSTANTS, *_CALLS])
+        raise unknown_name("BPF name", node.id, [*_CONSTANTS, *_CALLS])
     if not isinstance(node, ast.Call):
         raise PolicyError(f"not a BPF macro: {ast.unparse(node)!r}")
     name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
     if name not in _CALLS:
-        raise _unknown("BPF macro", name, _CALLS)
+        raise unknown_name("BPF macro", name, _CALLS)
     if node.keywords:
         raise PolicyError(f"{name}() takes no keyword arguments")
     args = node.args
@@ -244,7 +253,7 @@ def errno_number(name: str) -> int:
         PolicyError: no such name.
     """
     if name not in _ERRNO_NAMES:
-        raise _unknown("errno name", name, list(_ERRNO_NAMES))
+        raise unknown_name("errno name", name, list(_ERRNO_NAMES))
     return _ERRNO_NAMES[name]
 
 

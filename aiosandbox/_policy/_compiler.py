@@ -263,7 +263,7 @@ def _default_policy(
     # A listener would let the sandboxee answer its own (or its children's) syscalls.
     out += _screen_flags(syscall_number("seccomp", arch), 1, _SECCOMP_FILTER_FLAG_NEW_LISTENER)
     # Executable memory by a flag, whatever rule allows the syscall: no helper's mmap or
-    # mprotect rule could see it (see _builder.py, "executable memory").
+    # mprotect rule could see it (see _catalogue.py, "executable memory").
     out += _screen_personality(syscall_number("personality", arch))
     # libseccomp's i386 table reaches shmat only through ipc(2); aiosandbox's hosts are
     # x86-64 and aarch64, whose filters kill every i386 syscall in the header.

@@ -41,10 +41,11 @@ text once more and maps every table, key and array element to its line; an error
 replaying an entry is reported at the entry's own line, or failing that at the nearest
 enclosing one.
 
-Loading only ever calls public builder methods: names with the recorded prefixes
-(``allow_``, ``add_``, ``block_``, ``set_``, ``disable_``, ``collect_``, ``danger_``) or
-``default_action``, looked up on the class, so a file cannot reach ``build``, ``copy`` or any
-private attribute.
+Loading only ever calls the builder methods of an explicit registry,
+:data:`aiosandbox._policy._builder.RECORDED_METHODS`: the methods whose calls a recipe records
+(every public method but ``build`` and ``copy``), since a file is a recipe written down. A
+name outside it is refused before anything is called, so a file cannot reach ``build``,
+``copy`` or any private attribute.
 
 The format in short (docs/policy-files.md has all of it)::
 
@@ -100,21 +101,21 @@ from functools import cached_property
 from typing import Any, NoReturn
 
 from aiosandbox._exceptions import PolicyError
-from aiosandbox._executor import Limits
+from aiosandbox._limits import Limits
 from aiosandbox._policy._arch import HOST_ARCH, Arch, syscall_number
 from aiosandbox._policy._bpf import Instruction, assemble
 from aiosandbox._policy._bpf_text import (
-    _Item,
-    _unknown,
+    Item,
     errno_number,
     parse_bpf,
     render_block,
     render_instruction,
+    unknown_name,
 )
-from aiosandbox._policy._builder import _RECORDED_PREFIXES, PolicyBuilder
+from aiosandbox._policy._builder import RECORDED_METHODS, PolicyBuilder
 from aiosandbox._policy._evaluator import disassemble
 from aiosandbox._policy._policy import BuilderCall, Policy
-from aiosandbox._policy._toml_positions import _BARE_KEY, KeyPath, _Positions, _syntax_message
+from aiosandbox._policy._toml_positions import BARE_KEY, KeyPath, Positions, syntax_message
 
 __all__ = ["PolicyFile", "dump", "dumps", "load", "loads"]
 
@@ -157,7 +158,7 @@ def loads(text: str, *, filename: str = "<string>") -> PolicyFile:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(_syntax_message(filename, text, exc)) from exc
+        raise PolicyError(syntax_message(filename, text, exc)) from exc
     return _Reader(text, filename).read(document)
 
 
@@ -247,17 +248,13 @@ _UNLIMITED = "unlimited"
 
 
 def public_builder_method(name: object) -> bool:
-    """Whether a file may call ``PolicyBuilder.<name>``: a public method with a recorded
-    prefix, or ``default_action``. Never ``build``, ``copy`` or anything private."""
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        return False
-    if not (name.startswith(_RECORDED_PREFIXES) or name == "default_action"):
-        return False
-    return inspect.isfunction(inspect.getattr_static(PolicyBuilder, name, None))
+    """Whether a file may call ``PolicyBuilder.<name>``: a method of the registry
+    :data:`RECORDED_METHODS`. Never ``build``, ``copy`` or anything private."""
+    return isinstance(name, str) and name in RECORDED_METHODS
 
 
 def _public_methods() -> list[str]:
-    return [name for name in dir(PolicyBuilder) if public_builder_method(name)]
+    return sorted(RECORDED_METHODS)
 
 
 _TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
@@ -287,8 +284,8 @@ class _Reader:
         self._arch = HOST_ARCH
 
     @cached_property
-    def _positions(self) -> _Positions:
-        return _Positions(self._text)  # only when there is an error to place
+    def _positions(self) -> Positions:
+        return Positions(self._text)  # only when there is an error to place
 
     def _error(self, path: KeyPath, message: str) -> PolicyError:
         line = self._positions.line(path)
@@ -421,7 +418,7 @@ class _Reader:
             self._fail(path, f"a {path[0]} needs exactly one of {', '.join(kinds)}; it has {has}")
         return found[0]
 
-    def _parse_bpf(self, text: object, path: KeyPath) -> _Item:
+    def _parse_bpf(self, text: object, path: KeyPath) -> Item:
         try:
             return parse_bpf(text)  # type: ignore[arg-type]  # parse_bpf checks the type
         except PolicyError as exc:
@@ -475,8 +472,8 @@ class _Reader:
         items = self._bpf_items(rule["bpf"], (*path, "bpf"))
         return _Step((*path, "bpf"), "add_policy_on_syscalls", (syscalls, items))
 
-    def _bpf_items(self, value: object, path: KeyPath) -> list[_Item]:
-        items: list[_Item] = []
+    def _bpf_items(self, value: object, path: KeyPath) -> list[Item]:
+        items: list[Item] = []
         for i, element in enumerate(self._typed(value, path, list)):
             where = (*path, i)
             if isinstance(element, dict):
@@ -508,7 +505,7 @@ class _Reader:
                     f"{name!r} is not a builder method a policy file may call (allow_*, add_*,"
                     " block_*, set_*, disable_*, collect_*, danger_*, default_action)",
                 )
-            self._fail(where, str(_unknown("builder method", name, _public_methods())))
+            self._fail(where, str(unknown_name("builder method", name, _public_methods())))
         args = tuple(self._typed(rule.get("args", []), (*path, "args"), list))
         kwargs = dict(self._typed(rule.get("kwargs", {}), (*path, "kwargs"), dict))
         if "bpf" in rule:  # the block of a method such as add_policy_on_mmap
@@ -850,7 +847,7 @@ def _toml_str(value: str) -> str:
 
 
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _toml_str(key)
+    return key if BARE_KEY.fullmatch(key) else _toml_str(key)
 
 
 def _toml_value(value: object) -> str:

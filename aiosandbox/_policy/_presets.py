@@ -8,7 +8,8 @@ network, no new processes, no exec, no writes outside a tmpfs the caller adds, n
 executable memory but the loader's mappings of library files.  It has two halves:
 
 * *Files*, found by asking the interpreter itself: it is run once on the host (``-I``, empty
-  environment, as the sandbox will run it) to print ``sys.path``.  Every existing absolute
+  environment, as the sandbox will run it) to print ``sys.path``; ``aiosandbox/_probe.py``
+  starts it, so that nothing in this package starts a process.  Every existing absolute
   directory of it is mounted read-only (a directory inside another one is covered by it), the
   interpreter's own ELF loader and libraries through ``add_libraries_for_binary``, and the
   system library directory its libc lives in, read-only, so that the standard library's
@@ -39,16 +40,24 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiosandbox._exceptions import PolicyError
 from aiosandbox._policy._bpf import ALLOW, ARG_32, ERRNO, JA32, JEQ32, JUMP, LABEL
-
-if TYPE_CHECKING:
-    from aiosandbox._policy._builder import PolicyBuilder
+from aiosandbox._policy._catalogue import (
+    allow_dynamic_startup,
+    allow_futex_op,
+    allow_get_random,
+    allow_get_rlimit,
+    allow_safe_fcntl,
+    allow_system_malloc,
+    allow_tcgets,
+    plain,
+)
+from aiosandbox._policy._engine import Engine
+from aiosandbox._policy._mounts import add_directory, add_file, add_libraries_for_binary, check_path
+from aiosandbox._probe import ask_python
 
 __all__ = ["DEFAULT_PYTHON", "PythonInstallation", "allow_python", "query_python"]
 
@@ -159,23 +168,8 @@ def query_python(interpreter: str) -> PythonInstallation:
 def _query_cached(interpreter: str, dev: int, ino: int, mtime_ns: int) -> PythonInstallation:
     # dev/ino/mtime are part of the key only: a replaced interpreter is asked again.
     del dev, ino, mtime_ns
-    try:
-        done = subprocess.run(
-            [interpreter, "-I", "-c", _QUERY],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env={},
-            timeout=_QUERY_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise PolicyError(f"cannot run the Python interpreter {interpreter!r}: {exc}") from exc
-    if done.returncode != 0:
-        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise PolicyError(
-            f"the Python interpreter {interpreter!r} failed (exit {done.returncode}): {last[0]}"
-        )
-    version, path = parse_query_output(interpreter, done.stdout)
+    output = ask_python(interpreter, _QUERY, timeout=_QUERY_TIMEOUT)
+    version, path = parse_query_output(interpreter, output)
     existing = (os.path.normpath(p) for p in path if os.path.isabs(p) and os.path.isdir(p))
     return PythonInstallation(interpreter, version, outermost(existing))
 
@@ -194,63 +188,96 @@ def _library_directory(interpreter: str) -> str | None:
     return None
 
 
-def allow_python(builder: PolicyBuilder, interpreter: str = DEFAULT_PYTHON) -> None:
-    """Add to ``builder`` what ``interpreter`` needs to run ordinary pure-Python code.
+def allow_python(engine: Engine, interpreter: str = DEFAULT_PYTHON) -> None:
+    """Let a CPython 3 interpreter start and run ordinary pure-Python code.
 
-    See :meth:`PolicyBuilder.allow_python` for what that is.
+    Mounts read-only the interpreter, its loader and libraries, the existing
+    directories of its ``sys.path`` (the standard library and site-packages, found by
+    running the interpreter once on the host) and the system library directory its
+    libc is in (for the standard library's extension modules). Allows what CPython
+    3.11 needs for the standard library: start-up, memory, reading files, stdio,
+    ``isatty``, time, randomness, signals, threads (``clone`` with ``CLONE_THREAD``),
+    and the file calls that fail with ``EROFS`` outside a tmpfs (so ``__pycache__``
+    writes fail softly). Nothing else: no sockets, no new processes, no exec, no
+    writable mount; add a tmpfs (``add_tmpfs("/tmp", ...)``) for scratch files. No
+    executable memory but the loader's mappings of library files
+    (:meth:`allow_dynamic_startup`): ``ctypes`` imports and calls C functions, but a
+    ctypes callback (libffi maps its closures writable and executable) needs
+    :meth:`allow_mmap` too.
+
+    Example::
+
+        policy = PolicyBuilder().allow_python().build()
+        executor = Executor("/usr/bin/python3", ["python3", "-c", "print(6 * 7)"])
+
+    Args:
+        interpreter: absolute path of the interpreter on the host, the binary the
+            executor runs.
 
     Raises:
         PolicyError: the interpreter is missing, cannot run, or is not Python 3.
     """
-    install = query_python(interpreter)
-    _add_files(builder, install)
-    _add_syscalls(builder)
+    interpreter = check_path(interpreter, "interpreter path")
+    key = f"python:{interpreter}"
+    if key in engine.once:
+        return
+    install = query_python(interpreter)  # raises before anything is added
+    _add_files(engine, install)
+    _add_syscalls(engine)
+    engine.once.add(key)
 
 
-def _add_files(builder: PolicyBuilder, install: PythonInstallation) -> None:
+def _add_files(engine: Engine, install: PythonInstallation) -> None:
     interpreter = install.interpreter
     # Mounted at the path it is run as, so that sys.executable is set inside.
-    builder.add_file(os.path.normpath(interpreter))
-    builder.add_libraries_for_binary(interpreter)
+    add_file(engine, os.path.normpath(interpreter))
+    add_libraries_for_binary(engine, interpreter)
     library_directory = _library_directory(interpreter)
     directories: Sequence[str] = install.directories
     if library_directory is not None:
         directories = outermost([*directories, library_directory])
     for directory in directories:
-        builder.add_directory(directory)
+        add_directory(engine, directory)
 
 
-def _add_syscalls(builder: PolicyBuilder) -> None:
+def _add_syscalls(engine: Engine) -> None:
     # Start-up, the loader (also for extension modules), memory.
-    builder.allow_dynamic_startup()
-    builder.allow_system_malloc()
-    builder.allow_get_rlimit()
+    allow_dynamic_startup(engine)
+    allow_system_malloc(engine)
+    allow_get_rlimit(engine)
     # Files: reading everything mounted; writes succeed only in a tmpfs (see the docstring).
-    builder.allow_read().allow_write().allow_open().allow_stat().allow_access()
-    builder.allow_readdir().allow_readlink().allow_dup().allow_safe_fcntl()
-    builder.allow_mkdir().allow_unlink().allow_rename().allow_utime()
+    for group in ("allow_read", "allow_write", "allow_open", "allow_stat", "allow_access"):
+        plain(engine, group)
+    for group in ("allow_readdir", "allow_readlink", "allow_dup"):
+        plain(engine, group)
+    allow_safe_fcntl(engine)
+    for group in ("allow_mkdir", "allow_unlink", "allow_rename", "allow_utime"):
+        plain(engine, group)
     # Waiting and time: select/selectors probe epoll at import.
-    builder.allow_poll().allow_select().allow_epoll()
-    builder.allow_time().allow_sleep()
+    for group in ("allow_poll", "allow_select", "allow_epoll", "allow_time", "allow_sleep"):
+        plain(engine, group)
     # Identity, signals, randomness, exit.
-    builder.allow_get_ids().allow_get_pids().allow_handle_signals()
-    builder.allow_get_random().allow_exit().allow_kill()
+    for group in ("allow_get_ids", "allow_get_pids", "allow_handle_signals"):
+        plain(engine, group)
+    allow_get_random(engine)
+    plain(engine, "allow_exit")
+    plain(engine, "allow_kill")
     # Locks (pthread mutexes, semaphores, condition variables, thread joins).
     for op in (_FUTEX_WAIT, _FUTEX_WAKE, _FUTEX_WAIT_BITSET, _FUTEX_WAKE_BITSET):
-        builder.allow_futex_op(op)
-    builder._allow_names(*_PLAIN_SYSCALLS)
+        allow_futex_op(engine, op)
+    engine.allow_names(*_PLAIN_SYSCALLS)
     # isatty() (TCGETS) and shutil.get_terminal_size() (TIOCGWINSZ) only read.
-    builder.allow_tcgets()
-    builder._helper_block(["ioctl"], [ARG_32(1), JEQ32(_TIOCGWINSZ, ALLOW)])
+    allow_tcgets(engine)
+    engine.helper_block(["ioctl"], [ARG_32(1), JEQ32(_TIOCGWINSZ, ALLOW)])
     # os.set_inheritable() flips close-on-exec with FIOCLEX/FIONCLEX (e.g. while the
     # email and decimal packages import).
-    builder._helper_block(["ioctl"], [ARG_32(1), JEQ32(_FIOCLEX, ALLOW), JEQ32(_FIONCLEX, ALLOW)])
+    engine.helper_block(["ioctl"], [ARG_32(1), JEQ32(_FIOCLEX, ALLOW), JEQ32(_FIONCLEX, ALLOW)])
     # Threads: clone with CLONE_THREAD only (glibc falls back to it: clone3 gets ENOSYS).
     # A new process (fork, posix_spawn, os.system) has no CLONE_THREAD and stays forbidden.
-    builder._helper_block(["clone"], [ARG_32(0), JA32(_CLONE_THREAD, ALLOW)])
+    engine.helper_block(["clone"], [ARG_32(0), JA32(_CLONE_THREAD, ALLOW)])
     # Thread stacks: PROT_NONE or RW, MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK, never executable;
     # glibc gives a finished thread's stack back with MADV_DONTNEED.
-    builder._helper_block(
+    engine.helper_block(
         ["mmap", "mmap2"],
         [
             ARG_32(3),
@@ -263,7 +290,7 @@ def _add_syscalls(builder: PolicyBuilder) -> None:
             LABEL("done"),
         ],
     )
-    builder._helper_block(["madvise"], [ARG_32(2), JEQ32(_MADV_DONTNEED, ALLOW)])
+    engine.helper_block(["madvise"], [ARG_32(2), JEQ32(_MADV_DONTNEED, ALLOW)])
     # Without HOME, site.py looks the user up (getpwuid), and glibc first tries nscd's unix
     # socket: refuse that softly; any other socket is a violation.
-    builder._helper_block(["socket"], [ARG_32(0), JEQ32(_AF_UNIX, ERRNO(_EACCES))])
+    engine.helper_block(["socket"], [ARG_32(0), JEQ32(_AF_UNIX, ERRNO(_EACCES))])

@@ -2,12 +2,12 @@
 
 tomllib reports a syntax error with its line but keeps no positions for the values it parses,
 so an error about a well-formed file (an unknown key, a value of the wrong type, a builder
-call that fails) would have nowhere to point. :class:`_Positions` scans the (already valid)
+call that fails) would have nowhere to point. :class:`Positions` scans the (already valid)
 text once more and maps every table header, key and array element to the line it starts on;
-:func:`_syntax_message` rewrites tomllib's own ``(at line L, column C)`` into the same
+:func:`syntax_message` rewrites tomllib's own ``(at line L, column C)`` into the same
 ``file:line:`` form. Both are pure: text in, line numbers out.
 
-The policy-file reader (:mod:`aiosandbox._policy._file`) builds a :class:`_Positions` only
+The policy-file reader (:mod:`aiosandbox._policy._file`) builds a :class:`Positions` only
 when it has an error to place, so a file that loads pays nothing for it.
 """
 
@@ -18,11 +18,13 @@ import re
 import tomllib
 from typing import TypeAlias
 
+__all__ = ["BARE_KEY", "KeyPath", "Positions", "syntax_message"]
+
 KeyPath: TypeAlias = tuple[str | int, ...]
 """A place in the document: table and key names, and array indices."""
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-# Tokens of a valid TOML text, for _Positions. A multi-line string's closing quotes may follow
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Tokens of a valid TOML text, for Positions. A multi-line string's closing quotes may follow
 # up to two quotes of its content, hence {3,5}.
 _BLANK = re.compile(r"(?:[ \t\r]|#[^\n]*)*")
 _BLANK_LINES = re.compile(r"(?:\s|#[^\n]*)*")
@@ -34,7 +36,7 @@ _SCALAR = re.compile(r"[^,\]}\n#]*")
 _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 
 
-def _syntax_message(filename: str, text: str, exc: tomllib.TOMLDecodeError) -> str:
+def syntax_message(filename: str, text: str, exc: tomllib.TOMLDecodeError) -> str:
     message = str(exc)
     found = _TOML_POSITION.search(message)
     if found is None:
@@ -45,7 +47,7 @@ def _syntax_message(filename: str, text: str, exc: tomllib.TOMLDecodeError) -> s
     return f"{filename}:{found.group(1)}: {message} (column {found.group(2)})"
 
 
-class _Positions:
+class Positions:
     """The line of every table header, key and array element of a TOML text.
 
     The text has already passed tomllib, so this is a forgiving scanner, not a validator: it
@@ -128,7 +130,7 @@ class _Positions:
                 except tomllib.TOMLDecodeError:
                     parts.append(token)
             else:
-                found = _BARE_KEY.match(self._text, self._pos)
+                found = BARE_KEY.match(self._text, self._pos)
                 if found is None:
                     return tuple(parts)
                 parts.append(found.group())

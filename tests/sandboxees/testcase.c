@@ -119,6 +119,7 @@ int main(int argc, char **argv) {
     return recvfrom(fd, buf, sizeof buf, 0, NULL, NULL) == 4 ? 0 : errno;
   }
   if (!strcmp(mode, "spin")) {
+    if (argc > 2 && !strcmp(argv[2], "ignore-xcpu")) signal(SIGXCPU, SIG_IGN);
     for (volatile unsigned long i = 0;; i++) {}
   }
   return usage();
