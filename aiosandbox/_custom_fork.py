@@ -4,7 +4,8 @@ The binary runs as an ordinary sandboxee made by our fork server -- its own name
 mount tree, from the policy of the first child's sandbox -- but with no filter and no
 tracer: its children are traced, each by the monitor of its own sandbox.  Requests travel on
 the binary's comms channel as docs/protocol.md describes; this module sends them.  Every
-child shares the server's namespaces and file system, which is why later children's
+child gets user, pid, ipc and mount namespaces of its own, nested in the server's, but
+shares the server's file system, network and host name, which is why later children's
 policies must ask for the same ones (the guide: mode (c) "does not play well with
 namespaces").
 """
@@ -18,7 +19,7 @@ import msgpack
 
 from ._comms._wire import TAG_FORK_REQUEST
 from ._exceptions import CommsError, PolicyError, SetupError
-from ._policy import Policy
+from ._policy import MountKind, Policy
 
 if TYPE_CHECKING:
     from ._executor import Executor
@@ -40,11 +41,18 @@ class CustomForkServer:
         self._sandbox: Sandbox | None = None
         self._shape: tuple[object, ...] | None = None
         self._lock = anyio.Lock()  # one request's frames at a time; one start
+        self._pid_depth: int | None = None
 
     @property
     def pid(self) -> int | None:
         """The fork server's pid as the supervisor sees it, once started."""
         return self._sandbox.pid if self._sandbox is not None else None
+
+    @property
+    def pid_depth(self) -> int | None:
+        """How many pid namespaces the fork server is in, counted from ours (its
+        ``NSpid``); its children's inits must be one deeper.  None if it is gone."""
+        return self._pid_depth
 
     async def fork(
         self,
@@ -64,7 +72,8 @@ class CustomForkServer:
         """
         async with self._lock:
             await self._ensure_started(policy)
-            request = msgpack.packb({"fds": targets, "cwd": cwd, "rlimits": rlimits})
+            proc = [m.target for m in policy.mounts if m.kind is MountKind.PROC]
+            request = msgpack.packb({"fds": targets, "cwd": cwd, "rlimits": rlimits, "proc": proc})
             comms = self._executor.ipc._internal_comms()
             try:
                 await comms.send_frame(TAG_FORK_REQUEST, request)
@@ -96,6 +105,8 @@ class CustomForkServer:
         if sandbox.status is not None:
             result = await sandbox.await_result()
             raise SetupError(f"the custom fork server did not start: {result}")
+        if sandbox.pid is not None:
+            self._pid_depth = pid_depth(sandbox.pid)
 
     async def aclose(self) -> None:
         """Stops the fork server (which kills every child still running) and waits."""
@@ -110,3 +121,25 @@ class CustomForkServer:
             # Not closed: the server must not outlive its executor (kill() is synchronous:
             # one signal through init's pidfd).
             sandbox.kill()
+
+
+def nspids(status: str) -> list[int] | None:
+    """The ``NSpid`` of a ``/proc/<pid>/status`` (or pidfd fdinfo) text: the pid in each
+    pid namespace from ours down to the process's own; None without one."""
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            try:
+                return [int(field) for field in line.split()[1:]]
+            except ValueError:
+                return None
+    return None
+
+
+def pid_depth(pid: int) -> int | None:
+    """How many pid namespaces ``pid`` is in, from ours; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            found = nspids(f.read())
+    except OSError:
+        return None
+    return len(found) if found else None

@@ -228,10 +228,12 @@ class Executor:
         ``fork_executor`` runs a binary that, once initialised, loops on
         ``aiosandbox.client.ForkingClient().wait_and_fork()``.  It is started, unfiltered
         and untraced, by the first sandbox of one of its children, in the namespaces and
-        mount tree of that sandbox's policy; every later child shares them (the guide: "does
-        not play well with namespaces"), so their policies must ask for the same ones.  Each
-        child gets its own comms, fds, limits, filter (its ``sandbox_me_here()``) and
-        monitor.  The server runs until ``await fork_executor.aclose()``: its executor's
+        mount tree of that sandbox's policy; every later child shares its file system,
+        network and hostname (the guide: "does not play well with namespaces"), so their
+        policies must ask for the same ones.  Each child gets its own comms, fds, limits,
+        filter (its ``sandbox_me_here()``), monitor, and pid, user and ipc namespaces below
+        an init of its own: it cannot see, signal or read its siblings or the fork server.
+        The server runs until ``await fork_executor.aclose()``: its executor's
         ``wall_time_limit`` does not apply to it, its rlimits do (and bound its children's).
         ``limits`` are the child's own.
 

@@ -42,6 +42,7 @@ from ._asyncio import (
 )
 from ._comms._wire import COMMS_FD as _COMMS_FD
 from ._comms._wire import FD_MAP_ENV, TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
+from ._custom_fork import nspids
 from ._exceptions import CommsError, PolicyError
 from ._executor import DEVNULL, PIPE, Executor
 from ._forkserver._client import SpawnRequest, fork_server
@@ -481,6 +482,7 @@ class Sandbox:
                 root_writable=self._policy.root_writable,
                 write_executable=self._policy.write_executable,
                 allow_speculation=self._policy.allow_speculation,
+                procfs=self._is_fork_server,
             )
             try:
                 fork_server.spawn(request, theirs, [exec_fd, *fds])
@@ -685,25 +687,69 @@ class Sandbox:
             )
             self._abort_setup()
             return
+        # The child waits for TAG_FORK_GO below its init, pid 1 of the child's own
+        # namespaces, whose death ends them (docs/protocol.md).
+        init_pid = _forked_init(main_pid, server.pid_depth)
+        init_pidfd = self._adopt_forked_init(init_pid, server.pid_depth)
+        if init_pidfd is None:
+            return
         assert self._hub is not None
         hub = self._hub
         self._attached = True
         monitor = PtraceMonitor(
             main_pid,
-            0,
-            None,
+            self._init_pid,
+            init_pidfd,
             self._builder,
             self._finish,
             lambda delay: hub.call_later(delay, monitor.process_events),
-            lambda: None,
+            lambda: call_when_readable(init_pidfd, lambda: hub.call_soon(monitor.process_events)),
             judge=self._judge(main_pid, Phase.AWAITING_NOTICE),
         )
         self._seize_and_go(monitor, main_pid, lambda: None)
-        if self._monitor is not None:
+        if self._monitor is None:
+            return
+        if _forked_init(main_pid, server.pid_depth) != self._init_pid:
+            # Traced now, the child cannot be reaped, nor its init's pid freed: this look
+            # is sure.  It differs only if the init died meanwhile.
+            self._builder.setup_failed(
+                SetupReason.FAILED_SUBPROCESS, "the custom fork server's child lost its init"
+            )
+            self._monitor.kill()
+            return
+        try:
+            await comms.send_frame(TAG_FORK_GO)
+        except CommsError:
+            pass  # the child is gone; the monitor reports how
+
+    def _adopt_forked_init(self, init_pid: int | None, server_depth: int | None) -> int | None:
+        """Takes a pidfd of a forked child's init once it is sure to be what it must be:
+        pid 1 of a pid namespace just below the fork server's.  Only then does killing it
+        kill the run and nothing else.  Asked of the pidfd itself (its fdinfo), so that a
+        pid reused meanwhile cannot pass for it.  Returns the pidfd, or None (the set-up
+        then has failed)."""
+        pidfd = None
+        if init_pid is not None:
             try:
-                await comms.send_frame(TAG_FORK_GO)
-            except CommsError:
-                pass  # the child is gone; the monitor reports how
+                pidfd = os.pidfd_open(init_pid)
+            except ProcessLookupError:
+                pass
+        found = None
+        if pidfd is not None:
+            try:
+                with open(f"/proc/self/fdinfo/{pidfd}") as f:
+                    found = nspids(f.read())
+            except OSError:
+                pass
+        if server_depth is None or not found or len(found) != server_depth + 1 or found[-1] != 1:
+            if pidfd is not None:
+                os.close(pidfd)
+            self._builder.setup_failed(SetupReason.FAILED_SUBPROCESS, _NOT_ISOLATED)
+            self._abort_setup()
+            return None
+        self._init_pid = found[0]
+        self._init_pidfd = pidfd
+        return pidfd
 
     async def _serve_sandbox_me_here(self) -> None:
         """Mode (b): answers the sandboxee's sandbox_me_here() with the policy, and returns
@@ -942,6 +988,33 @@ def _fd_map_env(executor: Executor) -> list[bytes]:
         return []
     pairs = ",".join(f"{name}={fd}" for name, fd in names.items())
     return [f"{FD_MAP_ENV}={pairs}".encode()]
+
+
+_NOT_ISOLATED = (
+    "the custom fork server's child does not run in namespaces of its own; is its"
+    " aiosandbox client (aiosandbox.client or aiosandbox.h) older than the supervisor?"
+)
+
+
+def _forked_init(main_pid: int, server_depth: int | None) -> int | None:
+    """The parent of a custom fork server's child if the child runs in a pid namespace one
+    below the fork server's (its init is checked by :meth:`Sandbox._adopt_forked_init`),
+    else None."""
+    try:
+        with open(f"/proc/{main_pid}/status") as f:
+            status = f.read()
+    except OSError:
+        return None
+    found = nspids(status)
+    if server_depth is None or found is None or len(found) != server_depth + 1:
+        return None
+    for line in status.splitlines():
+        if line.startswith("PPid:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
 
 
 def _thread_count(pid: int) -> int:

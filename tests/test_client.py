@@ -441,8 +441,12 @@ def test_fork_server_forks_sandboxable_children(channel_at_1023: bool, tmp_path:
                 os.close(write_end)
                 child = BlockingComms.from_socket(ours)
                 pid, _uid, _gid = child.recv_creds(timeout=TIMEOUT)
-                # The fork server's child, in its own session, not yet sandboxed.
-                assert proc_status(pid)["PPid"] == str(server.pid)
+                # The child, pid 2 of a pid namespace of its own, in its own session, not
+                # yet sandboxed; its parent the fork server's child, pid 1 there.
+                init_pid = int(proc_status(pid)["PPid"])
+                assert proc_status(init_pid)["PPid"] == str(server.pid)
+                assert proc_status(init_pid)["NSpid"].split()[1:] == ["1"]
+                assert proc_status(pid)["NSpid"].split()[1:] == ["2"]
                 assert not is_filtered(pid)
                 child.send_frame(TAG_FORK_GO)
                 assert os.read(read_end, 100) == b"mapped fd 5"
@@ -547,6 +551,8 @@ def test_fork_request_parses() -> None:
     assert request.fd_count == 4
     later = parse_fork_request(msgpack.packb({"fds": [], "cwd": None, "future": 1}))
     assert later == ForkRequest(targets=(), cwd=None, rlimits=())
+    proc = parse_fork_request(msgpack.packb({"fds": [], "proc": ["/proc", "/x/proc"]}))
+    assert proc.proc == ("/proc", "/x/proc")
 
 
 @pytest.mark.parametrize(
@@ -561,6 +567,12 @@ def test_fork_request_parses() -> None:
         {"fds": [], "rlimits": [[16, 0, 0]]},
         {"fds": [], "rlimits": [[0, 0]]},
         {"fds": [], "rlimits": [[0, -1, 0]]},
+        {"fds": [], "proc": "/proc"},
+        {"fds": [], "proc": ["proc"]},
+        {"fds": [], "proc": [None]},
+        {"fds": [], "proc": ["/p\0"]},
+        {"fds": [], "proc": ["/" + "p" * 4095]},
+        {"fds": [], "proc": ["/proc"] * 17},
         [1, 2],
     ],
 )
@@ -587,7 +599,7 @@ def test_fork_request_that_is_not_msgpack() -> None:
             lambda inner: (
                 st.lists(inner, max_size=4)
                 | st.dictionaries(
-                    st.sampled_from(["fds", "cwd", "rlimits", "x"]), inner, max_size=4
+                    st.sampled_from(["fds", "cwd", "rlimits", "proc", "x"]), inner, max_size=4
                 )
             ),
             max_leaves=20,

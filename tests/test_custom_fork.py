@@ -7,6 +7,7 @@ Python preset plus the comms channel.  These are the guide's sections 1b and 1c 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -105,7 +106,9 @@ async def test_fork_server_children_run_one_after_another(
             await sandbox.comms.send_string(text)
             assert await sandbox.comms.recv_string() == text.upper()
             await sandbox.comms.send_string("pid")
-            pids.add(await sandbox.comms.recv_int64())
+            # pid 2 of its own pid namespace, below its init.
+            assert await sandbox.comms.recv_int64() == 2
+            pids.add(sandbox.pid)
             await sandbox.comms.send_string("")
             result = await sandbox.await_result()
         assert result.status is Status.OK, str(result)
@@ -248,3 +251,100 @@ async def test_a_child_killed_before_it_is_attached_does_not_linger(
         await sandbox.comms.send_string("")
         result = await sandbox.await_result()
     assert result.status is Status.OK, str(result)
+
+
+# --- hostile children: what one run may do to its siblings and to the fork server ------
+
+
+@pytest.fixture(scope="module")
+def hostile_policy() -> Policy:
+    """The Python preset (signals to anyone: kill is allowed), /proc, and pidfds."""
+    return (
+        PolicyBuilder()
+        .allow_python(sys.executable)
+        .allow_comms()
+        .add_file(SCRIPT)
+        .add_directory(PACKAGES[0])
+        .add_directory(PACKAGES[1])
+        .add_directory("/proc")
+        .allow_syscalls(["pidfd_open", "pidfd_getfd"])
+        .build()
+    )
+
+
+async def hold_a_secret(sandbox: Sandbox) -> bytes:
+    secret = f"secret-{os.urandom(12).hex()}".encode()
+    await sandbox.comms.send_string("hold")
+    await sandbox.comms.send_bytes(secret)
+    assert await sandbox.comms.recv_string() == "holding"
+    return secret
+
+
+async def test_a_python_child_killing_all_it_can_harms_no_sibling_nor_the_fork_server(
+    fork_executor: Executor, hostile_policy: Policy
+) -> None:
+    async with Sandbox(Executor.from_fork_server(fork_executor), hostile_policy) as sibling:
+        await hold_a_secret(sibling)
+        hostile = Executor.from_fork_server(fork_executor)
+        async with Sandbox(hostile, hostile_policy) as sandbox:
+            await sandbox.comms.send_string("killall")
+            await sandbox.comms.recv_string()
+            await sandbox.comms.send_string("")
+            result = await sandbox.await_result()
+        assert result.status is Status.OK, str(result)
+        await sibling.comms.send_string("still there")
+        assert await sibling.comms.recv_string() == "STILL THERE"
+        await sibling.comms.send_string("")
+        result = await sibling.await_result()
+    assert result.status is Status.OK, str(result)
+    async with Sandbox(Executor.from_fork_server(fork_executor), hostile_policy) as later:
+        await later.comms.send_string("later")
+        assert await later.comms.recv_string() == "LATER"
+        await later.comms.send_string("")
+        result = await later.await_result()
+    assert result.status is Status.OK, str(result)
+
+
+async def test_a_python_child_cannot_read_rob_or_signal_its_siblings_or_the_fork_server(
+    fork_executor: Executor, hostile_policy: Policy
+) -> None:
+    async with Sandbox(Executor.from_fork_server(fork_executor), hostile_policy) as sibling:
+        secret = await hold_a_secret(sibling)
+        hostile = Executor.from_fork_server(fork_executor)
+        async with Sandbox(hostile, hostile_policy) as sandbox:
+            await sandbox.comms.send_string("probe")
+            answer = await sandbox.comms.recv_string()
+            await sandbox.comms.send_string("")
+            result = await sandbox.await_result()
+        assert result.status is Status.OK, str(result)
+        assert secret.decode() not in answer
+        found = dict(part.split("=", 1) for part in answer.split(" "))
+        # Nothing but its own init (pid 1 of its own namespace) is in reach of a signal.
+        assert found == {"signal": "1", "steal": "", "read": ""}, answer
+        await sibling.comms.send_string("")
+        result = await sibling.await_result()
+    assert result.status is Status.OK, str(result)
+
+
+async def test_a_python_child_that_aborts_is_signaled(
+    fork_executor: Executor, policy: Policy
+) -> None:
+    async with Sandbox(Executor.from_fork_server(fork_executor), policy) as sandbox:
+        await sandbox.comms.send_string("abort")
+        result = await sandbox.await_result()
+    assert result.status is Status.SIGNALED, str(result)
+    assert result.signal == signal.SIGABRT
+
+
+async def test_children_in_the_fork_servers_namespaces_are_refused(policy: Policy) -> None:
+    # A fork server that forks its children in its own namespaces (the protocol before
+    # children got their own): the supervisor refuses each child, kills nothing else, and
+    # the fork server serves (and is refused) again.
+    fork_executor = python_executor("shared-fork-server")
+    try:
+        for _ in range(2):
+            result = await Sandbox(Executor.from_fork_server(fork_executor), policy).run()
+            assert result.status is Status.SETUP_ERROR, str(result)
+            assert "namespaces of its own" in result.detail
+    finally:
+        await fork_executor.aclose()

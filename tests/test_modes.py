@@ -204,7 +204,9 @@ async def test_c_fork_server_children_run_one_after_another(c_fork_server: Execu
     for value in (1, 41, 2**62):
         async with Sandbox(forked(c_fork_server), comms_policy().build()) as sandbox:
             await sandbox.comms.send_string("pid")
-            pids.add(await sandbox.comms.recv_int64())
+            # pid 2 of its own pid namespace, below its init.
+            assert await sandbox.comms.recv_int64() == 2
+            pids.add(sandbox.pid)
             await echo_through(sandbox, value, -value)
             result = await sandbox.await_result()
         assert result.status is Status.OK, str(result)
@@ -219,7 +221,8 @@ async def test_c_fork_server_children_run_concurrently(c_fork_server: Executor) 
     async def one(value: int) -> None:
         async with Sandbox(forked(c_fork_server), comms_policy().build()) as sandbox:
             await sandbox.comms.send_string("pid")
-            pids.add(await sandbox.comms.recv_int64())
+            assert await sandbox.comms.recv_int64() == 2
+            pids.add(sandbox.pid)
             await echo_through(sandbox, value, value * 1000)
             results.append(await sandbox.await_result())
 
@@ -338,7 +341,7 @@ def c_fork(build_dir: Path) -> str:
 
 
 def c_parse(binary: str, payloads: list[bytes]) -> list[str]:
-    """What the C reader says of each payload: "ok TARGETS CWD RLIMITS" or "error WHY"."""
+    """What the C reader says of each payload: "ok TARGETS CWD RLIMITS PROC" or "error WHY"."""
     stdin = b"".join(struct.pack("<I", len(p)) + p for p in payloads)
     run = subprocess.run(
         [binary, "parse"], input=stdin, capture_output=True, timeout=DRIVER_TIMEOUT, check=False
@@ -349,12 +352,18 @@ def c_parse(binary: str, payloads: list[bytes]) -> list[str]:
     return lines
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {key: value.strip() for key, value in (line.split(":", 1) for line in f)}
+
+
 def as_c_line(request: ForkRequest) -> str:
     """A request the Python reader accepted, written as the C driver writes one."""
     targets = ",".join(map(str, request.targets)) or "-"
     cwd = "-" if request.cwd is None else request.cwd.encode().hex()
     rlimits = ",".join(f"{r}:{s}:{h}" for r, s, h in request.rlimits) or "-"
-    return f"ok {targets} {cwd} {rlimits}"
+    proc = ",".join(path.encode().hex() for path in request.proc) or "-"
+    return f"ok {targets} {cwd} {rlimits} {proc}"
 
 
 def py_parse(payload: bytes) -> str:
@@ -368,7 +377,13 @@ def test_c_reader_takes_the_supervisors_requests(c_fork: str) -> None:
     infinity = (1 << 64) - 1
     requests = [
         # What aiosandbox/_custom_fork.py sends.
-        {"fds": [0, 1, 2, 5], "cwd": "/", "rlimits": [(9, infinity, infinity), (7, 64, 64)]},
+        {
+            "fds": [0, 1, 2, 5],
+            "cwd": "/",
+            "rlimits": [(9, infinity, infinity), (7, 64, 64)],
+            "proc": ["/proc", "/x/proc"],
+        },
+        {"fds": [], "proc": ["/" + "p" * 4094, *["/p"] * 15]},  # the longest, the most
         {"fds": [], "cwd": None, "rlimits": []},
         {"fds": list(range(20))},  # array16
         {"fds": [1022, 0xFFFFF], "cwd": "/" + "d" * 300},  # uint32, str16
@@ -404,6 +419,7 @@ def requests(draw: st.DrawFn) -> dict[str, object]:
         ("fds", TARGETS),
         ("cwd", st.none() | st.text(max_size=30).map(lambda t: "/" + t)),
         ("rlimits", RLIMITS),
+        ("proc", st.lists(st.text(max_size=20).map(lambda t: "/" + t), max_size=17)),
     ):
         choice = draw(st.sampled_from(["good", "good", "other", "absent"]))
         if choice == "good":
@@ -515,7 +531,7 @@ def test_c_reader_refuses_with_a_clear_reason(c_fork: str, payload: bytes, why: 
 def test_c_reader_takes_the_longest_cwd(c_fork: str) -> None:
     longest = "/" + "d" * 4094  # PATH_MAX less the terminator
     [line] = c_parse(c_fork, [msgpack.packb({"fds": [], "cwd": longest})])
-    assert line == f"ok - {longest.encode().hex()} -"
+    assert line == f"ok - {longest.encode().hex()} - -"
 
 
 def c_arrange(binary: str, moves: list[tuple[int, int]]) -> str:
@@ -622,8 +638,14 @@ def test_c_wait_and_fork_by_the_protocol(c_fork_serve: CForkServer) -> None:
     os.close(read_end)
     with BlockingComms.from_socket(child_ours) as child:
         pid, _uid, _gid = child.recv_creds()
+        status = proc_status(pid)
+        # pid 2 below its init, pid 1 of a pid namespace below ours, the fork server's child.
+        assert status["NSpid"].split() == [str(pid), "2"]
+        init = proc_status(int(status["PPid"]))
+        assert init["NSpid"].split() == [status["PPid"], "1"]
+        assert init["PPid"] == str(c_fork_serve.process.pid)
         child.send_frame(TAG_FORK_GO)
-        assert child.recv_int64() == pid  # the child, as the kernel told us
+        assert child.recv_int64() == 2  # the child's pid, as it sees it
         assert child.recv_string() == "/tmp"
         assert child.recv_bytes() == b"mapped at 5"
     assert c_fork_serve.finish() == (0, "")

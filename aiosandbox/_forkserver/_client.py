@@ -41,7 +41,9 @@ class SpawnRequest:
     ``root_writable``, ``write_executable`` and ``allow_speculation`` are the policy's.
     ``ids`` are the host uid and gid that the sandbox's 1000 maps to; ``root_inodes`` the
     inode limit of the root tmpfs; ``user_limits`` the ``/proc/sys/user`` counts to cap in
-    the sandbox's user namespace, as ``(file name, value)``.
+    the sandbox's user namespace, as ``(file name, value)``.  ``procfs`` asks for a
+    procfs of the sandbox's pid namespace at the sandboxee's fd 1022 (a custom fork
+    server's: its children's inits write their id maps through it).
     """
 
     flags: int
@@ -60,6 +62,7 @@ class SpawnRequest:
     root_writable: bool = False
     write_executable: bool = False
     allow_speculation: bool = False
+    procfs: bool = False
 
     def encode(self) -> bytes:
         """The request as the server reads it."""
@@ -81,6 +84,7 @@ class SpawnRequest:
                 "root_writable": self.root_writable,
                 "write_executable": self.write_executable,
                 "allow_speculation": self.allow_speculation,
+                "procfs": self.procfs,
             }
         )
 

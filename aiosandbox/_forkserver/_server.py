@@ -43,6 +43,11 @@ lets exactly that call reach the monitor, which allows it once.  Everything the 
 need (ctypes arrays, the sock_fprog) is built before "ready", so that between loading the
 filter and the exec Python makes no syscall of its own.
 
+A custom fork server (mode (c)) is an ordinary sandboxee with no filter, and one thing more:
+a procfs of its pid namespace at fd 1022, made by init before the pivot (and mounted
+nowhere), through which each of its children writes the id maps of its own user namespace
+(docs/protocol.md).
+
 Errors in the children are sent on the setup socket as b"E" + message before they exit;
 the server itself never dies of a bad request.
 """
@@ -82,6 +87,9 @@ _NR = {
         "open_tree": 428,
         "move_mount": 429,
         "mount_setattr": 442,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
         "prctl": 157,
     },
     "aarch64": {
@@ -93,6 +101,9 @@ _NR = {
         "open_tree": 428,
         "move_mount": 429,
         "mount_setattr": 442,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
         "prctl": 167,
     },
 }[_MACHINE]
@@ -124,6 +135,10 @@ MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
 MOUNT_ATTR_IDMAP = 0x00100000
+FSOPEN_CLOEXEC = 1
+FSMOUNT_CLOEXEC = 1
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -142,6 +157,8 @@ IFF_LOOPBACK = 0x8
 
 EXEC_MAGIC = 0x921C2C34
 EXEC_FD = 1022
+# A custom fork server's procfs (docs/protocol.md); the exec fd then takes a lower number.
+PROCFS_FD = 1022
 SANDBOX_ID = 1000
 # Where the new root is assembled before pivot_root.  Every source is opened (open_tree)
 # before this directory is covered, so covering it hides nothing the policy asked for.
@@ -437,6 +454,49 @@ def _make_mountpoint(root: bytes, target: bytes, is_dir: bool, creatable: bool) 
     else:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     return path
+
+
+def _detached_procfs() -> int:
+    """A procfs of our pid namespace, mounted nowhere: the fd of its root.
+
+    For a custom fork server, whose children each get a user namespace of their own and
+    must write its id maps through ``/proc/<pid>/`` (user_namespaces(7)) -- which the
+    policy's procfs, if there is one, cannot serve: it is read-only.  Only the pid
+    directories are in it (``subset=pid``, Linux 5.8), nothing of /proc/sys; nosuid,
+    nodev, noexec.  Made before the pivot: a procfs may be made only where one is fully
+    visible already (``mount_too_revealing``), and only the host's tree has one for sure.
+    """
+    context = _check(
+        _syscall(ctypes.c_long(_NR["fsopen"]), b"proc", ctypes.c_uint(FSOPEN_CLOEXEC)),
+        "fsopen(proc) for the fork server's procfs",
+    )
+    try:
+        for key, value, command in (
+            (b"subset", b"pid", FSCONFIG_SET_STRING),
+            (None, None, FSCONFIG_CMD_CREATE),
+        ):
+            _check(
+                _syscall(
+                    ctypes.c_long(_NR["fsconfig"]),
+                    ctypes.c_int(context),
+                    ctypes.c_uint(command),
+                    key,
+                    value,
+                    ctypes.c_int(0),
+                ),
+                "configure the fork server's procfs",
+            )
+        return _check(
+            _syscall(
+                ctypes.c_long(_NR["fsmount"]),
+                ctypes.c_int(context),
+                ctypes.c_uint(FSMOUNT_CLOEXEC),
+                ctypes.c_uint(MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
+            ),
+            "mount the fork server's procfs",
+        )
+    finally:
+        os.close(context)
 
 
 def _build_root(request: dict[str, Any], wait_for_ids: Callable[[], None]) -> bytes:
@@ -763,6 +823,10 @@ def _run_init(
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The server ignores SIGCHLD to auto-reap; init must see its sandboxee's exit.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if request["procfs"]:
+        # Before the sandboxee, which inherits it; closed here with every other fd below.
+        fds = [*fds, _detached_procfs()]
+        request["targets"] = [*request["targets"], PROCFS_FD]
     # The sandboxee is cloned first, so that its own preparations run beside ours (on
     # another CPU): it waits only for the root, and the supervisor waits for "N" too.
     root_ready, root_done = os.pipe2(os.O_CLOEXEC)

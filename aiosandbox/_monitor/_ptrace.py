@@ -206,11 +206,10 @@ class PtraceMonitor:
 
     Args:
         main_pid: The sandboxee's pid, as the supervisor sees it.
-        init_pid: The pid of the namespace's init, as the supervisor sees it; 0 when the
-            sandboxee shares a namespace with others (a child of a custom fork server):
-            then the run ends when every tracee is reaped, and a kill signals each.
+        init_pid: The pid of the namespace's init, as the supervisor sees it (a custom
+            fork server's child has an init of its own too).
         init_pidfd: A pidfd of the namespace's init (the caller keeps and closes it);
-            killing init kills the namespace.  None with ``init_pid`` 0.
+            killing init kills the namespace.
         builder: Receives the events that decide the result.
         on_done: Called once, when the main process and every other tracee are reaped.
         call_later: Asks for :meth:`process_events` to be called after some seconds.
@@ -223,7 +222,7 @@ class PtraceMonitor:
         self,
         main_pid: int,
         init_pid: int,
-        init_pidfd: int | None,
+        init_pidfd: int,
         builder: ResultBuilder,
         on_done: Callable[[], None],
         call_later: Callable[[float], None],
@@ -274,21 +273,12 @@ class PtraceMonitor:
         """Kills every process of the sandbox (idempotent, from any task of the loop)."""
         if not self._killed and not self._main_reaped and self._main_peak_kib is None:
             # A killed process makes no exit stop: measure it now.
-            self._main_peak_kib = _peak_rss_kib(self.main_pid)
+            self._main_peak_kib = _exit_facts(self.main_pid)[0]
         self._killed = True
-        if self._init_pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        else:
-            # No init of our own: every tracee is killed by name.  They cannot be reaped
-            # (so their pids cannot be reused) before this monitor has waited for them.
-            for pid in self._tracees:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        try:
+            signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         if not self._main_reaped:
             try:
                 os.kill(self.main_pid, signal.SIGKILL)
@@ -316,10 +306,6 @@ class PtraceMonitor:
             self._builder.internal_error(SetupReason.FAILED_MONITOR, f"monitor failed: {exc!r}")
             self.kill()
         if self._main_reaped and not self._tracees and not more:
-            if self._init_pidfd is None:
-                self.done = True
-                self._on_done()
-                return False
             more = self._finish_if_init_exited()
         self._credit -= time.monotonic() - start
         return more and not self.done
@@ -343,7 +329,6 @@ class PtraceMonitor:
         lets happen only when every process of the namespace is reaped.  Tracees whose
         fork event never reached us are reaped too: killed, they all end up as children
         of init, where /proc lists them.  Returns whether there is work left now."""
-        assert self._init_pidfd is not None
         if select.select([self._init_pidfd], [], [], 0)[0]:
             self.done = True
             self._on_done()
@@ -487,7 +472,7 @@ class PtraceMonitor:
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_EXIT:
                 if pid == self.main_pid:
-                    self._main_peak_kib = _peak_rss_kib(pid)
+                    self._main_exiting(pid)
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_STOP:
                 if stop_signal in _GROUP_STOP_SIGNALS:
@@ -506,6 +491,19 @@ class PtraceMonitor:
             # ESRCH: the tracee was killed while stopped; its exit is reported next.
             if exc.errno != errno.ESRCH:
                 raise
+
+    def _main_exiting(self, pid: int) -> None:
+        """At the main process's exit stop: measures its peak, and if it is the last thread
+        (the process ends, its status is fixed) kills the namespace now, so that init's
+        teardown (for a custom fork server's child, of a whole copy of the server) runs
+        beside the main process's own instead of after it.  Not :meth:`kill`: the run is
+        not killed, the main process's status still decides it."""
+        self._main_peak_kib, threads = _exit_facts(pid)
+        if threads == 1:
+            try:
+                signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _note_cpu_limit(self, pid: int) -> None:
         """Tells the builder when SIGXCPU looks like the kernel's CPU limit of the main
@@ -633,16 +631,21 @@ def _thread_group(tid: int) -> int | None:
     return None
 
 
-def _peak_rss_kib(pid: int) -> int | None:
-    """A process's peak resident set (``VmHWM``, KiB), or None once it has no memory."""
+def _exit_facts(pid: int) -> tuple[int | None, int]:
+    """A process's peak resident set (``VmHWM``, KiB; None once it has no memory) and its
+    thread count (0 if unknown)."""
+    peak, threads = None, 0
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
+                    peak = int(line.split()[1])
+                elif line.startswith(b"Threads:"):
+                    threads = int(line.split()[1])
+                    break  # after VmHWM in the file
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    return peak, threads
 
 
 def _exec_failure(error: int | None) -> str:

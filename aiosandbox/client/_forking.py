@@ -4,38 +4,56 @@ Theory of operation (docs/protocol.md): the binary runs as a sandboxee without a
 fd 1023 is its channel to the supervisor.  :meth:`ForkingClient.wait_and_fork` serves one
 request per call:
 
-1. it receives ``TAG_FORK_REQUEST`` (a msgpack map: target fds, cwd, rlimits), checked
-   before anything else happens, then the child's new comms fd and one fd per target;
-2. it forks.  The fork server closes its copies of the fds and returns the child's pid.
-   The child starts its own session (the monitor waits on the sandboxee's process group,
-   as for every sandboxee), resets SIGCHLD and its signal mask, closes the fork server's
-   channel, moves its comms to 1023 and each fd onto its target (:func:`arrange_fds`),
-   sets its rlimits and cwd, sends ``TAG_CREDS`` (the kernel gives the supervisor its
-   pid) and waits for ``TAG_FORK_GO``, which the supervisor sends once its monitor traces
-   the child.  Then ``wait_and_fork()`` returns 0 in the child, which goes on to
+1. it receives ``TAG_FORK_REQUEST`` (a msgpack map: target fds, cwd, rlimits, procfs
+   targets), checked before anything else happens, then the child's new comms fd and one
+   fd per target;
+2. it clones the child's *init* into new user, pid and ipc namespaces, and a mount
+   namespace if the request names a procfs to cover (:mod:`._isolation`), and returns the
+   init's pid; the fork server closes its copies of the fds.  The init blocks every signal
+   for good, forks the child (pid 2 of the new pid namespace) and from then on only reaps;
+   it exits with the child's status.  Killing it ends the whole run;
+3. the child maps its ids to themselves in its user namespace, covers each procfs of the
+   mount tree with one of its own pid namespace, drops every capability it has there,
+   starts its own session (the monitor waits on the sandboxee's process group, as for
+   every sandboxee), resets its signal mask, becomes non-dumpable, moves its comms to 1023
+   and each fd onto its target (:func:`arrange_fds`), sets its rlimits and cwd, sends
+   ``TAG_CREDS`` (the kernel gives the supervisor its pid, and the supervisor finds the
+   init as its parent) and waits for ``TAG_FORK_GO``, which the supervisor sends once its
+   monitor traces it.  Then ``wait_and_fork()`` returns 0 in the child, which goes on to
    ``sandbox_me_here()``;
-3. when the supervisor closes the channel, the fork server exits with status 0.
+4. when the supervisor closes the channel, the fork server exits with status 0.
 
-A child that cannot finish step 2 writes why to stderr and exits with status 125: it has
-no way back into the fork server's loop, and no business running on.
+So a child sees nothing of its siblings or of the fork server: not in its pid namespace, not
+in its procfs, and not through ptrace access (the fork server and every child are
+non-dumpable).  What it shares with them is the mount tree (its own copy of the fork
+server's mounts, onto the same file systems), the network, and what it inherited by the
+fork.
 
-The fork server ignores SIGCHLD, so the kernel reaps its children: each is watched and
-waited for by its own sandbox's monitor, never by the fork server.
+A child that cannot finish step 3 writes why to stderr (the fork server's, until its fds
+are in place) and exits with status 125: it has no way back into the fork server's loop,
+and no business running on.
+
+The fork server ignores SIGCHLD, so the kernel reaps the inits: each child is watched and
+waited for by its own sandbox's monitor, and by its init.
 """
 
 from __future__ import annotations
 
 import _socket
 import fcntl
+import gc
 import os
 import resource
 import signal
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from aiosandbox._comms._wire import COMMS_FD, TAG_FORK_GO, TAG_FORK_REQUEST
 from aiosandbox._exceptions import SetupError
 from aiosandbox.client._client import Client, channel
 from aiosandbox.client._request import RLIM_INFINITY, ForkRequest, parse_fork_request
+
+if TYPE_CHECKING:
+    from aiosandbox.client._isolation import Kernel
 
 __all__ = ["EXIT_CHILD_SETUP_FAILED", "ForkingClient", "arrange_fds"]
 
@@ -148,10 +166,12 @@ class ForkingClient(Client):
     child per run from a process that initialised once.
 
     The trade-off, as the guide puts it: a run starts faster (heavy imports and set-up are
-    done once), but every child inherits the fork server's whole state, its namespaces and
-    its file system, so the policies of its children must agree on those.  A child is best
-    ended with ``os._exit()`` once its output is flushed: the interpreter's teardown costs
-    a forked child ~25 ms (it touches, and so copies, every inherited page).
+    done once), but every child inherits the fork server's whole state and shares its file
+    system, so the policies of its children must agree on the mounts.  Each child gets its
+    own pid, user, ipc and mount namespaces: it cannot see, signal or read its siblings or
+    the fork server.  A child is best ended with ``os._exit()`` once its output is flushed:
+    the interpreter's teardown costs a forked child ~25 ms (it touches, and so copies,
+    every inherited page).
 
     Args:
         comms_fd: the fork server's channel to the supervisor; the executor puts it at 1023.
@@ -162,52 +182,77 @@ class ForkingClient(Client):
 
     def __init__(self, comms_fd: int = COMMS_FD) -> None:
         super().__init__(comms_fd)
-        self._serving = False
+        self._kernel: Kernel | None = None
 
     def wait_and_fork(self) -> int:
         """Waits for the supervisor's next fork request and forks.
 
         Returns:
-            The child's pid in the fork server (call again to serve the next request); 0 in
-            the child, whose :attr:`comms` is now its own channel and which must go on to
-            call :meth:`sandbox_me_here`.
+            In the fork server (call again to serve the next request), the pid of the
+            child's init, pid 1 of the child's own pid namespace, which exits with the
+            child's status; 0 in the child, whose :attr:`comms` is now its own channel and
+            which must go on to call :meth:`sandbox_me_here`.
 
         Raises:
             SetupError: other threads run (a fork copies only the calling one, and the
                 monitor could not watch the others).
             CommsError: the supervisor sent something else than a fork request.
+            OSError: the kernel refused to make the child's namespaces.
             SystemExit: with status 0, once the supervisor closed the channel.
         """
-        if not self._serving:
-            threads = _thread_count()
-            if threads != 1:
-                raise SetupError(
-                    "wait_and_fork() needs a single-threaded process, and other threads run"
-                )
-            # Children are reaped by the kernel: their monitors wait for them, not us.
-            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-            # Imported once here, not in each child's sandbox_me_here(): ctypes costs ms.
-            import aiosandbox.client._seccomp  # noqa: F401
-
-            self._serving = True
+        kernel = self._kernel
+        if kernel is None:
+            kernel = self._start_serving()
         if _peer_closed(self._comms.fileno()):
             raise SystemExit(0)
         request, fds = self._receive_request()
+        ids = os.geteuid(), os.getegid()
+        namespaces = kernel.namespaces(cover_proc=bool(request.proc))
+        # No collection in the init: it would run the finalizers of the fork server's
+        # garbage there.  The child turns it back on.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
-            pid = os.fork()
+            pid = kernel.clone_init(namespaces)
         except BaseException:
+            if collecting:
+                gc.enable()
             for fd in fds:
                 os.close(fd)
             raise
         if pid:
+            if collecting:
+                gc.enable()
             for fd in fds:
                 os.close(fd)
             return pid
+        kernel.fork_from_init()  # returns in the child only
         try:
-            self._become_child(request, fds)
+            if collecting:
+                gc.enable()
+            self._become_child(kernel, request, fds, ids)
         except BaseException as exc:
             _child_failed(str(exc) or type(exc).__name__)
         return 0
+
+    def _start_serving(self) -> Kernel:
+        threads = _thread_count()
+        if threads != 1:
+            raise SetupError(
+                "wait_and_fork() needs a single-threaded process, and other threads run"
+            )
+        # Imported once here, not in each child nor by every client: ctypes costs ms.
+        import aiosandbox.client._seccomp  # noqa: F401
+        from aiosandbox.client._isolation import Kernel
+
+        kernel = Kernel()
+        # Nothing in a child may read our memory or take our fds: non-dumpable (the
+        # children inherit it; a pid namespace of their own hides us from them besides).
+        kernel.set_dumpable(False)
+        # Inits are reaped by the kernel: the monitors wait for the children, not us.
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        self._kernel = kernel
+        return kernel
 
     def _receive_request(self) -> tuple[ForkRequest, list[int]]:
         _tag, payload = self._comms.recv_frame((TAG_FORK_REQUEST,))
@@ -222,10 +267,17 @@ class ForkingClient(Client):
             raise
         return request, fds
 
-    def _become_child(self, request: ForkRequest, fds: list[int]) -> None:
+    def _become_child(
+        self, kernel: Kernel, request: ForkRequest, fds: list[int], ids: tuple[int, int]
+    ) -> None:
+        """Step 3, in the child (pid 2 of its namespaces); see the module docstring."""
+        kernel.map_own_ids(*ids)
+        for target in request.proc:
+            kernel.mount_proc(target)
+        kernel.drop_capabilities()
         os.setsid()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        kernel.set_dumpable(False)
         self._take_fds(fds, (COMMS_FD, *request.targets))
         for which, soft, hard in request.rlimits:
             _set_rlimit(which, soft, hard)

@@ -2,12 +2,14 @@
 
 A ``TAG_FORK_REQUEST`` frame holds one msgpack map (docs/protocol.md)::
 
-    {"fds": [target, ...], "cwd": str | None, "rlimits": [[resource, soft, hard], ...]}
+    {"fds": [target, ...], "cwd": str | None, "rlimits": [[resource, soft, hard], ...],
+     "proc": [path, ...]}
 
-and is followed by ``1 + len(fds)`` fd frames.  Everything is checked here, before the fork
-server forks or receives a single fd, so a malformed request costs nothing but a
-:class:`~aiosandbox.CommsError`.  Keys this version does not know are ignored, so that a
-newer supervisor can add some.
+and is followed by ``1 + len(fds)`` fd frames.  ``proc`` lists where the fork server's
+mount tree has a procfs, which each child covers with one of its own pid namespace.
+Everything is checked here, before the fork server forks or receives a single fd, so a
+malformed request costs nothing but a :class:`~aiosandbox.CommsError`.  Keys this version
+does not know are ignored, so that a newer supervisor can add some.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ RLIM_INFINITY = (1 << 64) - 1
 _MAX_FDS = 4096
 _MAX_FD = 1 << 20
 _RLIMIT_NLIMITS = 16  # asm-generic/resource.h
+_MAX_PROC_MOUNTS = 16
+_PATH_MAX = 4096
 
 
 class ForkRequest(NamedTuple):
@@ -34,6 +38,7 @@ class ForkRequest(NamedTuple):
         targets: where each mapped fd goes in the child, in the order the fds arrive.
         cwd: the child's working directory, or None to keep the fork server's.
         rlimits: ``(resource, soft, hard)`` triples; ``RLIM_INFINITY`` means unlimited.
+        proc: where the child mounts a procfs of its own pid namespace.
     """
 
     # A NamedTuple, not a frozen dataclass: dataclasses imports inspect, milliseconds of a
@@ -41,6 +46,7 @@ class ForkRequest(NamedTuple):
     targets: tuple[int, ...]
     cwd: str | None
     rlimits: tuple[tuple[int, int, int], ...]
+    proc: tuple[str, ...] = ()
 
     @property
     def fd_count(self) -> int:
@@ -63,12 +69,32 @@ def _targets(value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _is_path(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and value.startswith("/")
+        and "\0" not in value
+        and len(value.encode(errors="surrogateescape")) < _PATH_MAX
+    )
+
+
 def _cwd(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
         raise CommsError(f"fork request: 'cwd' must be an absolute path or None, not {value!r}")
     return value
+
+
+def _proc(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > _MAX_PROC_MOUNTS:
+        raise CommsError(
+            f"fork request: 'proc' must be a list of at most {_MAX_PROC_MOUNTS} absolute paths"
+        )
+    for path in value:
+        if not _is_path(path):
+            raise CommsError(f"fork request: {path!r} in 'proc' is not an absolute path")
+    return tuple(value)
 
 
 def _rlimits(value: Any) -> tuple[tuple[int, int, int], ...]:
@@ -103,4 +129,5 @@ def parse_fork_request(payload: bytes) -> ForkRequest:
         targets=_targets(request["fds"]),
         cwd=_cwd(request.get("cwd")),
         rlimits=_rlimits(request.get("rlimits", [])),
+        proc=_proc(request.get("proc", [])),
     )

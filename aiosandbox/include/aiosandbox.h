@@ -43,8 +43,9 @@
  *
  * Mode (c), "a custom fork server": the binary of a fork executor (children
  * come from Executor.from_fork_server(it)) initialises once, then loops on
- * sbx_wait_and_fork(), which forks one child per request of the supervisor
- * and returns 0 in it; the child goes on to sbx_sandbox_me_here().  The
+ * sbx_wait_and_fork(), which forks one child per request of the supervisor,
+ * in pid, user and ipc namespaces of its own below a small init, and returns
+ * 0 in it; the child goes on to sbx_sandbox_me_here().  The
  * request is msgpack, read by a small reader here that takes that one shape,
  * checks every count against the bytes left and allocates nothing.
  *
@@ -75,8 +76,10 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* The channel's fd inside every sandboxee (Sandbox2's kSandbox2ClientCommsFD). */
@@ -713,14 +716,16 @@ static inline int sbx_sandbox_me_here(void) {
 #define SBX_FORK_MAX_FDS 4096
 #define SBX_FORK_MAX_RLIMITS 16
 #define SBX_FORK_FD_LIMIT (1 << 20)
+/* How many procfs mounts a request may ask a child to cover. */
+#define SBX_FORK_MAX_PROCS 16
 
 /* Linux's PATH_MAX, with its terminator.  Not from limits.h, which would
  * bring names such as MAX_INPUT into every program that includes this. */
 #define SBX_PATH_MAX 4096
 
 /* The largest request frame read: 4096 fds of 5 bytes, a cwd of 4 KiB and
- * 16 rlimits need about 25 KiB; the rest is room for keys a newer supervisor
- * may add. */
+ * 16 rlimits need about 25 KiB, and a few procfs paths a little more; the
+ * rest is room for keys a newer supervisor may add. */
 #define SBX_FORK_REQUEST_MAX (1u << 16)
 
 /* How deep an unknown key's value may nest arrays and maps before the
@@ -731,13 +736,25 @@ static inline int sbx_sandbox_me_here(void) {
  * no way back into the fork server's loop, and no business running on. */
 #define SBX_EXIT_CHILD_SETUP_FAILED 125
 
-/* CLONE_THREAD of linux/sched.h: glibc's sched.h defines the same names, and
- * only with _GNU_SOURCE, so this header includes neither. */
+/* The status of a child's init that failed once the child was made. */
+#define SBX_EXIT_INIT_FAILED 126
+
+/* CLONE_* of linux/sched.h: glibc's sched.h defines the same names, and only
+ * with _GNU_SOURCE, so this header includes neither. */
 #define SBX__CLONE_THREAD 0x00010000L
+#define SBX__CLONE_NEWNS 0x00020000L
+#define SBX__CLONE_NEWIPC 0x08000000L
+#define SBX__CLONE_NEWUSER 0x10000000L
+#define SBX__CLONE_NEWPID 0x20000000L
+
+/* Where a custom fork server made by aiosandbox finds a writable procfs of
+ * its pid namespace (docs/protocol.md), through which each child's init
+ * writes its id maps. */
+#define SBX_PROCFS_FD 1022
 
 /* One checked fork request: where each mapped fd goes (in the order the fds
- * arrive), the cwd (if has_cwd) and the rlimits, UINT64_MAX meaning
- * unlimited. */
+ * arrive), the cwd (if has_cwd), the rlimits, UINT64_MAX meaning unlimited,
+ * and where the child covers a procfs with one of its own pid namespace. */
 struct sbx_fork_request {
   size_t target_count;
   int targets[SBX_FORK_MAX_FDS];
@@ -749,6 +766,8 @@ struct sbx_fork_request {
     uint64_t soft;
     uint64_t hard;
   } rlimits[SBX_FORK_MAX_RLIMITS];
+  size_t proc_count;
+  char proc[SBX_FORK_MAX_PROCS][SBX_PATH_MAX];
 };
 
 /* -- a msgpack reader for exactly this request --
@@ -918,20 +937,46 @@ static inline int sbx__parse_targets(struct sbx__mp *mp, struct sbx_fork_request
   return 0;
 }
 
+/* Whether a str item is an absolute path that fits SBX_PATH_MAX with its
+ * terminator.  The bytes go to the kernel as they are: it takes paths as
+ * bytes, so they are not checked for UTF-8. */
+static inline bool sbx__mp_is_path(const struct sbx__mp_item *item) {
+  return item->kind == SBX__MP_STR && item->length > 0 && item->str[0] == '/' &&
+         memchr(item->str, '\0', item->length) == NULL && item->length < SBX_PATH_MAX;
+}
+
 static inline int sbx__parse_cwd(struct sbx__mp *mp, struct sbx_fork_request *out) {
   struct sbx__mp_item item;
   if (sbx__mp_next(mp, &item) != 0) return -1;
   if (item.kind == SBX__MP_NIL) return 0;
-  /* The bytes go to chdir() as they are: the kernel takes paths as bytes, so
-   * they are not checked for UTF-8. */
-  if (item.kind != SBX__MP_STR || item.length == 0 || item.str[0] != '/' ||
-      memchr(item.str, '\0', item.length) != NULL || item.length >= sizeof out->cwd) {
+  if (!sbx__mp_is_path(&item)) {
     return sbx__fail("fork request: 'cwd' must be nil or an absolute path shorter than %d bytes",
                      SBX_PATH_MAX);
   }
   memcpy(out->cwd, item.str, item.length);
   out->cwd[item.length] = '\0';
   out->has_cwd = true;
+  return 0;
+}
+
+static inline int sbx__parse_proc(struct sbx__mp *mp, struct sbx_fork_request *out) {
+  struct sbx__mp_item item;
+  if (sbx__mp_next(mp, &item) != 0) return -1;
+  if (item.kind != SBX__MP_ARRAY || item.value > SBX_FORK_MAX_PROCS) {
+    return sbx__fail("fork request: 'proc' must be an array of at most %d absolute paths",
+                     SBX_FORK_MAX_PROCS);
+  }
+  out->proc_count = (size_t)item.value;
+  for (size_t i = 0; i < out->proc_count; i++) {
+    struct sbx__mp_item path;
+    if (sbx__mp_next(mp, &path) != 0) return -1;
+    if (!sbx__mp_is_path(&path)) {
+      return sbx__fail("fork request: entry %zu of 'proc' is not an absolute path shorter than"
+                       " %d bytes", i, SBX_PATH_MAX);
+    }
+    memcpy(out->proc[i], path.str, path.length);
+    out->proc[i][path.length] = '\0';
+  }
   return 0;
 }
 
@@ -976,13 +1021,14 @@ static inline int sbx__parse_fork_request(const void *payload, size_t size,
                                           struct sbx_fork_request *out) {
   struct sbx__mp mp;
   struct sbx__mp_item map;
-  bool seen_fds = false, seen_cwd = false, seen_rlimits = false;
+  bool seen_fds = false, seen_cwd = false, seen_rlimits = false, seen_proc = false;
   mp.start = mp.at = (const unsigned char *)payload;
   mp.left = size;
   out->target_count = 0;
   out->has_cwd = false;
   out->cwd[0] = '\0';
   out->rlimit_count = 0;
+  out->proc_count = 0;
   if (sbx__mp_next(&mp, &map) != 0) return -1;
   if (map.kind != SBX__MP_MAP) {
     return sbx__fail("fork request: expected a map with 'fds', 'cwd' and 'rlimits', not %s",
@@ -999,6 +1045,8 @@ static inline int sbx__parse_fork_request(const void *payload, size_t size,
       seen = &seen_cwd;
     } else if (key.length == 7 && memcmp(key.str, "rlimits", 7) == 0) {
       seen = &seen_rlimits;
+    } else if (key.length == 4 && memcmp(key.str, "proc", 4) == 0) {
+      seen = &seen_proc;
     } else {
       struct sbx__mp_item value;
       if (sbx__mp_next(&mp, &value) != 0 || sbx__mp_skip(&mp, &value, 1) != 0) return -1;
@@ -1008,9 +1056,10 @@ static inline int sbx__parse_fork_request(const void *payload, size_t size,
       return sbx__fail("fork request: the key '%.*s' appears twice", (int)key.length, key.str);
     }
     *seen = true;
-    rc = seen == &seen_fds   ? sbx__parse_targets(&mp, out)
-         : seen == &seen_cwd ? sbx__parse_cwd(&mp, out)
-                             : sbx__parse_rlimits(&mp, out);
+    rc = seen == &seen_fds       ? sbx__parse_targets(&mp, out)
+         : seen == &seen_cwd     ? sbx__parse_cwd(&mp, out)
+         : seen == &seen_rlimits ? sbx__parse_rlimits(&mp, out)
+                                 : sbx__parse_proc(&mp, out);
     if (rc != 0) return -1;
   }
   if (mp.left != 0) {
@@ -1181,13 +1230,173 @@ static inline void sbx__child_failed(const char *why) {
   _exit(SBX_EXIT_CHILD_SETUP_FAILED);
 }
 
-/* The child's half of step 2 (docs/protocol.md): its own session, default
- * signals, its fds and limits, then TAG_CREDS and the wait for TAG_FORK_GO.
- * Returns only once the supervisor traces it; exits 125 on any failure. */
-static inline void sbx__become_child(const struct sbx_fork_request *request, int *fds) {
+/* -- the child's namespaces (docs/design.md, "Mode (c)") --
+ *
+ * Each child runs in user, pid, ipc and mount namespaces of its own, nested
+ * in the fork server's, below a small init that is pid 1 there: the child
+ * sees neither its siblings nor the fork server, and the supervisor ends the
+ * whole run by killing the init.  Kernel facts these functions rely on are
+ * in aiosandbox/client/_isolation.py, the Python client's twin of this code. */
+
+/* Clones the child's init into new user, pid and ipc namespaces, and a mount
+ * namespace if a procfs is to be covered: a raw clone, so no fork handler
+ * runs, which is fine in a single-threaded process whose clone runs only
+ * sbx__fork_from_init() before its own fork().  Returns the init's pid, 0 in
+ * the init, -1 on failure. */
+static inline long sbx__clone_init(bool cover_proc) {
+  long flags = SBX__CLONE_NEWUSER | SBX__CLONE_NEWPID | SBX__CLONE_NEWIPC;
+  if (cover_proc) flags |= SBX__CLONE_NEWNS;
+  return syscall(SYS_clone, flags | SIGCHLD, 0L, 0L, 0L, 0L);
+}
+
+static inline int sbx__write_file(int dir, const char *path, const char *data) {
+  size_t length = strlen(data);
+  int fd = openat(dir, path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, data, length);
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return n == (ssize_t)length ? 0 : -1;
+}
+
+/* Maps our uid and gid (those of the parent namespace) to themselves in the
+ * new user namespace, through the fork server's procfs at SBX_PROCFS_FD (or
+ * /proc without it), which is then closed: a child may map its own ids only.
+ * The files of a non-dumpable process belong to root: dumpable while they
+ * are written. */
+static inline int sbx__map_own_ids(uid_t uid, gid_t gid) {
+  char line[64];
+  struct stat st;
+  int dir = AT_FDCWD, rc = 0;
+  const char *what = "setgroups";
+  char setgroups[32], uid_map[32], gid_map[32];
+  const char *base = "/proc/self/";
+  if (fstat(SBX_PROCFS_FD, &st) == 0 && S_ISDIR(st.st_mode)) {
+    dir = SBX_PROCFS_FD;
+    base = "self/";
+  }
+  snprintf(setgroups, sizeof setgroups, "%ssetgroups", base);
+  snprintf(uid_map, sizeof uid_map, "%suid_map", base);
+  snprintf(gid_map, sizeof gid_map, "%sgid_map", base);
+  (void)prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+  /* No setgroups file before Linux 3.19, and no need of one. */
+  if (sbx__write_file(dir, setgroups, "deny") != 0 && errno != ENOENT) rc = -1;
+  if (rc == 0) {
+    what = "uid_map";
+    snprintf(line, sizeof line, "%lu %lu 1", (unsigned long)uid, (unsigned long)uid);
+    rc = sbx__write_file(dir, uid_map, line);
+  }
+  if (rc == 0) {
+    what = "gid_map";
+    snprintf(line, sizeof line, "%lu %lu 1", (unsigned long)gid, (unsigned long)gid);
+    rc = sbx__write_file(dir, gid_map, line);
+  }
+  int saved = errno;
+  (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  if (dir != AT_FDCWD) close(dir);
+  if (rc != 0) {
+    return sbx__fail("wait_and_fork: cannot write the child's %s: %s", what, strerror(saved));
+  }
+  return 0;
+}
+
+/* Covers the procfs at `target` with one of our pid namespace: read-only,
+ * nosuid, nodev, noexec, as the policy's procfs is (the kernel asks for its
+ * flags at least).  mount(2) by number: sys/mount.h clashes with the
+ * linux/mount.h a program may include. */
+static inline int sbx__mount_proc(const char *target) {
+  unsigned long flags = 1 /* MS_RDONLY */ | 2 /* MS_NOSUID */ | 4 /* MS_NODEV */ | 8 /* MS_NOEXEC */;
+  if (syscall(SYS_mount, "proc", target, "proc", flags, NULL) != 0) {
+    return sbx__fail("wait_and_fork: cannot mount a procfs at %s: %s", target, strerror(errno));
+  }
+  return 0;
+}
+
+/* Gives up every capability the new user namespace gave us, also for later
+ * execs: the sets are emptied, and the secure bits (SECBIT_NOROOT and
+ * SECBIT_NO_SETUID_FIXUP, locked) keep an exec as uid 0 from filling them
+ * again.  File capabilities are no way back either: every mount of a sandbox
+ * is nosuid (and no_new_privs follows in sbx_sandbox_me_here()). */
+static inline int sbx__drop_capabilities(void) {
+  struct {
+    uint32_t version;
+    int pid;
+  } header = {0x20080522u /* _LINUX_CAPABILITY_VERSION_3 */, 0};
+  struct {
+    uint32_t effective, permitted, inheritable;
+  } none[2];
+  memset(none, 0, sizeof none);
+  if (prctl(PR_SET_SECUREBITS, 0x01 | 0x02 | 0x04 | 0x08, 0, 0, 0) != 0) {
+    return sbx__fail("wait_and_fork: prctl(PR_SET_SECUREBITS) failed: %s", strerror(errno));
+  }
+  if (syscall(SYS_capset, &header, none) != 0) {
+    return sbx__fail("wait_and_fork: capset() failed: %s", strerror(errno));
+  }
+  return 0;
+}
+
+/* The init's life once it has forked `child`: it keeps no fd (the child's
+ * pipes must see EOF when the child ends), reaps, and exits with the child's
+ * status (128 + the signal if a signal ended it). */
+static inline void sbx__serve_as_init(pid_t child) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, 0U, ~0U, 0U) != 0)
+#endif
+  {
+    struct rlimit files;
+    int top = getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_max < (1 << 20)
+                  ? (int)files.rlim_max
+                  : 1 << 20;
+    for (int fd = 0; fd < top; fd++) close(fd);
+  }
+  (void)prctl(PR_SET_NAME, "aiosandbox-init", 0, 0, 0);
+  for (;;) {
+    int status;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0 && errno == EINTR) continue;
+    if (pid < 0) _exit(0);
+    if (pid == child) _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  }
+}
+
+/* Step 2 in the child's init, pid 1 of the new namespaces, a copy of the
+ * fork server that does as little as it can: it blocks every signal for
+ * good (an init gets no signal from inside its namespace that it has no
+ * handler for, and a blocked one is never delivered: the fork server's
+ * handlers stay out of reach), forks the child, and reaps.  Returns only in
+ * the child. */
+static inline void sbx__fork_from_init(void) {
+  struct sigaction dfl;
+  sigset_t all;
+  pid_t child;
+  sigfillset(&all);
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL; /* to learn how the child ends */
+  sigemptyset(&dfl.sa_mask);
+  if (sigprocmask(SIG_BLOCK, &all, NULL) != 0 || sigaction(SIGCHLD, &dfl, NULL) != 0) {
+    _exit(SBX_EXIT_INIT_FAILED);
+  }
+  child = fork();
+  if (child < 0) _exit(SBX_EXIT_INIT_FAILED);
+  if (child > 0) sbx__serve_as_init(child);
+}
+
+/* Step 3 in the child, pid 2 of its namespaces: its id maps, the procfs
+ * mounts and no capabilities (it has every one of the new user namespace
+ * until then), its own session, default signals, non-dumpable, its fds,
+ * limits and cwd, then TAG_CREDS and the wait for TAG_FORK_GO.  Returns only
+ * once the supervisor traces it; exits 125 on any failure. */
+static inline void sbx__become_child(const struct sbx_fork_request *request, int *fds, uid_t uid,
+                                     gid_t gid) {
   static int targets[1 + SBX_FORK_MAX_FDS];
   struct sigaction dfl;
   sigset_t none;
+  if (sbx__map_own_ids(uid, gid) != 0) sbx__child_failed(sbx_last_error());
+  for (size_t i = 0; i < request->proc_count; i++) {
+    if (sbx__mount_proc(request->proc[i]) != 0) sbx__child_failed(sbx_last_error());
+  }
+  if (sbx__drop_capabilities() != 0) sbx__child_failed(sbx_last_error());
   /* Its own process group: the monitor waits on the sandboxee's group. */
   if (setsid() < 0) sbx__child_failed("setsid() failed");
   memset(&dfl, 0, sizeof dfl);
@@ -1197,6 +1406,7 @@ static inline void sbx__become_child(const struct sbx_fork_request *request, int
   if (sigaction(SIGCHLD, &dfl, NULL) != 0 || sigprocmask(SIG_SETMASK, &none, NULL) != 0) {
     sbx__child_failed("cannot reset the signals");
   }
+  (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   /* The child's channel goes to 1023, where it replaces the fork server's. */
   targets[0] = SBX_COMMS_FD;
   memcpy(targets + 1, request->targets, request->target_count * sizeof targets[0]);
@@ -1216,7 +1426,8 @@ static inline void sbx__become_child(const struct sbx_fork_request *request, int
   }
   /* unix(7), SO_PASSCRED: the supervisor's end has it set, so the kernel
    * attaches our pid to this frame, translated into the supervisor's pid
-   * namespace -- which is how it learns whom to trace. */
+   * namespace -- which is how it learns whom to trace (and, as our parent,
+   * our init). */
   if (sbx__send_frame(SBX_TAG_CREDS, NULL, 0) != 0 ||
       sbx__recv_fixed(SBX_TAG_FORK_GO, NULL, 0) != 0) {
     sbx__child_failed(sbx_last_error());
@@ -1241,13 +1452,16 @@ static inline int sbx__out_of_step(void) {
  *   }
  *   if (sbx_sandbox_me_here() != 0) ...
  *
- * Returns the child's pid in the fork server (call again for the next
- * request).  Returns 0 in the child, once the supervisor traces it: its
- * channel is now fd 1023, each mapped fd is at its target, its rlimits (no
- * higher than the fork server's hard limits) and cwd are set, it leads its
- * own session, SIGCHLD is back to SIG_DFL and no signal is blocked; it must
- * go on to sbx_sandbox_me_here().  A child that cannot set itself up writes
- * why to stderr and exits with status 125.
+ * Returns, in the fork server, the pid of the child's init (call again for
+ * the next request): the child runs in user, pid, ipc and mount namespaces
+ * of its own, as pid 2 below that init, which exits with the child's status.
+ * Returns 0 in the child, once the supervisor traces it: its channel is now
+ * fd 1023, each mapped fd is at its target, its rlimits (no higher than the
+ * fork server's hard limits) and cwd are set, it leads its own session,
+ * SIGCHLD is back to SIG_DFL and no signal is blocked, it has no capability
+ * and is not dumpable; it must go on to sbx_sandbox_me_here().  A child that
+ * cannot set itself up writes why to stderr (the fork server's, if its fds
+ * are not in place yet) and exits with status 125.
  *
  * Exits the fork server with status 0 (exit(), so atexit handlers run) once
  * the supervisor closes the channel.  Returns -1 (see sbx_last_error()) if
@@ -1257,11 +1471,11 @@ static inline int sbx__out_of_step(void) {
  * is not a map of the documented shape, a frame of another kind, a channel
  * that fails: the channel is then broken and every later call fails too.
  *
- * The fork server ignores SIGCHLD from its first call on: the kernel reaps
- * its children, each of which is waited for by its own sandbox's monitor.
+ * The fork server ignores SIGCHLD and is not dumpable from its first call
+ * on: the kernel reaps the inits, and no child can read its memory.
  * stdio buffers are flushed before each fork, or each child would write
  * again what the fork server had buffered.  Nothing is allocated; the
- * request and its fds live in static storage (about 130 KiB). */
+ * request and its fds live in static storage (about 200 KiB). */
 SBX_MUST_CHECK
 static inline int sbx_wait_and_fork(void) {
   static unsigned char payload[SBX_FORK_REQUEST_MAX];
@@ -1270,7 +1484,9 @@ static inline int sbx_wait_and_fork(void) {
   static bool serving = false;
   uint64_t length;
   size_t count = 0;
-  pid_t pid;
+  long pid;
+  uid_t uid;
+  gid_t gid;
   if (sbx__check_channel() != 0 || sbx__check_single_threaded() != 0) return -1;
   if (!serving) {
     struct sigaction ignore;
@@ -1279,6 +1495,9 @@ static inline int sbx_wait_and_fork(void) {
     sigemptyset(&ignore.sa_mask);
     if (sigaction(SIGCHLD, &ignore, NULL) != 0) {
       return sbx__fail("wait_and_fork: cannot ignore SIGCHLD: %s", strerror(errno));
+    }
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+      return sbx__fail("wait_and_fork: prctl(PR_SET_DUMPABLE) failed: %s", strerror(errno));
     }
     serving = true;
   }
@@ -1298,14 +1517,20 @@ static inline int sbx_wait_and_fork(void) {
     }
   }
   fflush(NULL);
-  pid = fork();
+  uid = geteuid();
+  gid = getegid();
+  pid = sbx__clone_init(request.proc_count > 0);
   if (pid != 0) {
     int saved = errno;
     for (size_t i = 0; i < count; i++) close(fds[i]);
-    if (pid < 0) return sbx__fail("wait_and_fork: fork() failed: %s", strerror(saved));
+    if (pid < 0) {
+      return sbx__fail("wait_and_fork: clone() into new namespaces failed: %s",
+                       strerror(saved));
+    }
     return (int)pid;
   }
-  sbx__become_child(&request, fds);
+  sbx__fork_from_init();
+  sbx__become_child(&request, fds, uid, gid);
   return 0;
 }
 

@@ -3,7 +3,8 @@
 ``custom_fork_bin.py`` imports its modules once and then forks one child per sandbox; each
 child calls ``sandbox_me_here()`` and is monitored like any sandboxee.  The trade-off, as the
 guide says: a fork is much cheaper than starting an interpreter, but every child shares the
-fork server's namespaces and file system, and the server's binary must link the client.
+fork server's file system and network (each gets pid, user and ipc namespaces of its own,
+so no child can see or signal another), and the server's binary must link the client.
 Run: ``python3 examples/custom_fork/custom_fork.py [TEXT...]``.
 """
 

@@ -2,8 +2,9 @@
  *
  *   c_fork parse            fork request payloads on stdin, each a uint32 (LE) length then
  *                           its bytes; one line per payload on stdout:
- *                             "ok TARGETS CWD RLIMITS"  TARGETS "3,4", CWD in hex,
- *                                                       RLIMITS "res:soft:hard,..." ("-" if none)
+ *                             "ok TARGETS CWD RLIMITS PROC"  TARGETS "3,4", CWD in hex,
+ *                                                       RLIMITS "res:soft:hard,...", PROC
+ *                                                       "hex,hex" ("-" if none)
  *                             "error MESSAGE"
  *   c_fork arrange S:T ...  under RLIMIT_NOFILE 1024, puts a distinct pipe at each S, moves
  *                           them with the header's fd arrangement, and checks that each T
@@ -38,7 +39,12 @@ static void print_request(const struct sbx_fork_request *r) {
     printf("%s%d:%llu:%llu", i ? "," : "", r->rlimits[i].resource,
            (unsigned long long)r->rlimits[i].soft, (unsigned long long)r->rlimits[i].hard);
   }
-  printf("%s\n", r->rlimit_count ? "" : "-");
+  printf("%s ", r->rlimit_count ? "" : "-");
+  for (size_t i = 0; i < r->proc_count; i++) {
+    printf("%s", i ? "," : "");
+    for (const char *c = r->proc[i]; *c; c++) printf("%02x", (unsigned char)*c);
+  }
+  printf("%s\n", r->proc_count ? "" : "-");
 }
 
 static int parse(void) {
