@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgpack
@@ -25,10 +26,10 @@ SCRIPT = str(Path(__file__).parent / "sandboxees" / "py_client.py")
 # What the sandboxee imports besides the standard library: aiosandbox.client, and msgpack
 # for send_msg and the fork requests. Mounted where they are, found through PYTHONPATH: the
 # same test runs from a copy, as nobody, with its dependencies outside site-packages.
-PACKAGES = [str(Path(module.__file__).parent) for module in (aiosandbox, msgpack)]
+PACKAGES = [str(Path(str(module.__file__)).parent) for module in (aiosandbox, msgpack)]
 
 
-def python_executor(mode: str, **kwargs) -> Executor:
+def python_executor(mode: str, **kwargs: Any) -> Executor:
     env = {"PYTHONPATH": ":".join(str(Path(p).parent) for p in PACKAGES)}
     return Executor(sys.executable, [sys.executable, SCRIPT, mode], env=env, **kwargs)
 
