@@ -334,7 +334,8 @@ def _socket_type(fd: int) -> int:
 
 class _PipeSide(_CallerSide):
     """A pipe or FIFO: ``RWF_NOWAIT`` makes one read or write non-blocking (Linux 5.8+
-    for pipes), the description staying as it is."""
+    for pipes), the description staying as it is.  A write to a pipe whose reader is gone
+    raises SIGPIPE, which Python ignores: it is EPIPE here, and ends the relay."""
 
     def read(self, size: int) -> bytes | None:
         buffer = bytearray(min(size, _RELAY_CHUNK))
