@@ -7,7 +7,8 @@ supervisor's "go".  The options make the kernel auto-attach every thread and chi
 sandboxee creates (TRACECLONE/FORK/VFORK), stop it at each exec (TRACEEXEC) and at every
 filter verdict SECCOMP_RET_TRACE (TRACESECCOMP), and kill every tracee if the supervisor
 dies (EXITKILL).  The policy's KILL verdicts reach the kernel rewritten as
-``TRACE(VIOLATION)``: the offending thread stops before the syscall runs, the monitor reads
+``TRACE(VIOLATION)`` (this kind's :attr:`~._protocol.MonitorKind.violation`, see
+:data:`PTRACE`): the offending thread stops before the syscall runs, the monitor reads
 the syscall with PTRACE_GET_SYSCALL_INFO (Linux 5.3; it also tells the syscall's
 architecture, so an ``int 0x80`` is seen as i386) and kills the whole sandbox.
 
@@ -36,17 +37,18 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ptrace.binding.func import PtraceError
 from ptrace.binding.func import ptrace as _ptrace
 
-from .._policy import Arch, syscall_name
-from .._result import ResultBuilder, SetupReason, Violation
+from .._policy import Arch, TraceCode, syscall_name
+from .._policy._bpf import TRACE
+from .._result import SetupReason, Violation
 from ._describe import describe_syscall
+from ._protocol import MonitorConfig, MonitorKind, SyscallEvent
 from ._verdict import Action, Phase, SeccompStop, StopJudge
 
-__all__ = ["PtraceMonitor", "SyscallEvent"]
+__all__ = ["PTRACE", "PtraceMonitor"]
 
 logger = logging.getLogger("aiosandbox.monitor")
 
@@ -141,33 +143,6 @@ class _SeccompInfo(ctypes.Structure):
     )
 
 
-@dataclass(frozen=True)
-class SyscallEvent:
-    """A syscall stopped by ``TRACE(TraceCode.LEARN)``, about to run (learning mode).
-
-    Attributes:
-        pid: the calling thread, as the supervisor sees it.
-        nr: the syscall number in ``arch``'s table.
-        arch: the architecture the call was made in.
-        args: the six raw arguments.
-        name: the syscall's name, or None for a number the table does not know.
-    """
-
-    pid: int
-    nr: int
-    arch: Arch
-    args: tuple[int, int, int, int, int, int]
-    name: str | None
-
-    def read_string(self, address: int, limit: int = 4096) -> bytes | None:
-        """Reads a NUL-terminated string (at most ``limit`` bytes) from the tracee.
-
-        Only valid while the observer runs: the tracee is stopped then.  None if the
-        address cannot be read.
-        """
-        return _read_string(self.pid, limit)(address)
-
-
 def _event_message(pid: int) -> int:
     message = ctypes.c_ulong(0)
     _ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(message))
@@ -201,43 +176,35 @@ def _read_string(pid: int, limit: int = 256) -> Callable[[int], bytes | None]:
     return read
 
 
+def _string_reader(pid: int) -> Callable[[int, int], bytes | None]:
+    """A :attr:`SyscallEvent.reader` of a stopped tracee."""
+    return lambda address, limit: _read_string(pid, limit)(address)
+
+
 class PtraceMonitor:
-    """Traces one sandboxee and reports what happens to a :class:`ResultBuilder`.
+    """Traces one sandboxee and reports what happens to its config's ``report``.
+
+    Implements :class:`~._protocol.Monitor`; built by ``_factory.make_monitor``.
 
     Args:
-        main_pid: The sandboxee's pid, as the supervisor sees it.
-        init_pid: The pid of the namespace's init, as the supervisor sees it (a custom
-            fork server's child has an init of its own too).
-        init_pidfd: A pidfd of the namespace's init (the caller keeps and closes it);
-            killing init kills the namespace.
-        builder: Receives the events that decide the result.
-        on_done: Called once, when the main process and every other tracee are reaped.
-        call_later: Asks for :meth:`process_events` to be called after some seconds.
-        when_init_exits: Asks for :meth:`process_events` to be called once init exits.
+        config: the sandbox's pids, what to report to and how to be woken (a custom fork
+            server's child has an init of its own too).
         judge: Decides what each seccomp stop means, from the program given to the kernel
             (it also knows whether an exec or a ``sandbox_me_here()`` notice is awaited).
     """
 
-    def __init__(
-        self,
-        main_pid: int,
-        init_pid: int,
-        init_pidfd: int,
-        builder: ResultBuilder,
-        on_done: Callable[[], None],
-        call_later: Callable[[float], None],
-        when_init_exits: Callable[[], None],
-        *,
-        judge: StopJudge,
-    ) -> None:
+    def __init__(self, config: MonitorConfig, judge: StopJudge) -> None:
+        main_pid = config.main_pid
         self.main_pid = main_pid
         self._judge = judge
-        self._init_pid = init_pid
-        self._init_pidfd = init_pidfd
-        self._builder = builder
-        self._on_done = on_done
-        self._call_later = call_later
-        self._when_init_exits = when_init_exits
+        self._init_pid = config.init_pid
+        self._init_pidfd = config.init_pidfd
+        self._builder = config.report
+        self._on_done = config.on_done
+        self._wakeups = config.wakeups
+        self._when_readable = config.when_readable
+        self._observer = config.observer
+        self._on_sandboxed: Callable[[], None] | None = None
         self._init_watched = False
         self._last_sweep = 0.0
         self._sweep_pending = False
@@ -254,15 +221,28 @@ class PtraceMonitor:
         self._main_reaped = False
         self._killed = False
         self.done = False
-        self.syscall_observer: Callable[[SyscallEvent], None] | None = None
-        """Called at each ``TRACE(LEARN)`` stop, before the syscall runs."""
-        self.on_sandboxed: Callable[[], None] | None = None
-        """Called once, when a client reports that its post-exec filter is loaded."""
         self.sandboxed = False
         """Whether the client's "sandboxed" notice came (modes (b) and (c))."""
 
-    def seize(self) -> None:
-        """Attaches to the sandboxee; raises OSError if the kernel refuses."""
+    def _call_later(self, delay: float) -> None:
+        """Asks for :meth:`process_events` to be called after ``delay`` seconds."""
+        self._wakeups.call_later(delay, self.process_events)
+
+    def _when_init_exits(self) -> None:
+        """Asks for :meth:`process_events` to be called once init exits."""
+        wakeups = self._wakeups
+        self._when_readable(self._init_pidfd, lambda: wakeups.call_soon(self.process_events))
+
+    def when_sandboxed(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` once a client reports that its post-exec filter is loaded (at
+        once if it did already)."""
+        if self.sandboxed:
+            callback()
+        else:
+            self._on_sandboxed = callback
+
+    def attach(self) -> None:
+        """PTRACE_SEIZEs the sandboxee; raises OSError if the kernel refuses."""
         try:
             _ptrace(PTRACE_SEIZE, self.main_pid, 0, MAIN_OPTIONS)
         except PtraceError as exc:
@@ -545,15 +525,11 @@ class PtraceMonitor:
             # The notice then fails with ENOSYS: no such syscall.
             _ptrace(PTRACE_CONT, pid, 0, 0)
             self.sandboxed = True
-            if self.on_sandboxed is not None:
-                self.on_sandboxed()
+            if self._on_sandboxed is not None:
+                self._on_sandboxed()
             return
-        if (
-            decision.action is Action.OBSERVE
-            and arch is not None
-            and self.syscall_observer is not None
-        ):
-            self.syscall_observer(SyscallEvent(pid, nr, arch, args, name or None))
+        if decision.action is Action.OBSERVE and arch is not None and self._observer is not None:
+            self._observer(SyscallEvent(pid, nr, arch, args, name or None, _string_reader(pid)))
             _ptrace(PTRACE_CONT, pid, 0, 0)
             return
         if decision.action is Action.SETUP_FAILED and pid == self.main_pid and name == "exit_group":
@@ -655,3 +631,7 @@ def _exec_failure(error: int | None) -> str:
     if error == errno.ENOENT:
         text += " (a dynamic binary needs its loader and libraries: add_libraries_for_binary)"
     return text
+
+
+PTRACE = MonitorKind("ptrace", violation=TRACE(TraceCode.VIOLATION), create=PtraceMonitor)
+"""The ptrace monitor's kind: a process-ending verdict stops the thread for the tracer."""
