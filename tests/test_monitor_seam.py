@@ -27,9 +27,13 @@ from aiosandbox._monitor._protocol import (
     SyscallObserver,
 )
 from aiosandbox._monitor._ptrace import PTRACE, PtraceMonitor
+from aiosandbox._monitor._stops import early_end, report_forbidden
 from aiosandbox._monitor._verdict import Action, Phase, SeccompStop, StopJudge
 from aiosandbox._policy import (
+    EXEC_MAGIC,
     HOST_ARCH,
+    MAGIC_SYSCALL_NR,
+    SANDBOXED_MAGIC,
     Policy,
     TraceCode,
     kernel_instructions,
@@ -44,7 +48,7 @@ from aiosandbox._policy._bpf import (
     SECCOMP_RET_USER_NOTIF,
     Instruction,
 )
-from aiosandbox._result import ResultBuilder, Status
+from aiosandbox._result import ResultBuilder, SetupReason, Status
 from aiosandbox._sandbox import Sandbox, observe_syscalls
 
 from .conftest import Binaries
@@ -86,8 +90,15 @@ def config(observer: SyscallObserver | None = None, *, gate: bool = True) -> Mon
     )
 
 
-def stop(name: str, data: int = TraceCode.VIOLATION, *, pid: int = MAIN) -> SeccompStop:
-    return SeccompStop(pid, syscall_number(name, HOST_ARCH), HOST_ARCH, 0, (0,) * 6, data)
+def stop(
+    name: str,
+    data: int | None = TraceCode.VIOLATION,
+    *,
+    pid: int = MAIN,
+    args: tuple[int, int, int, int, int, int] = (0,) * 6,
+) -> SeccompStop:
+    nr = syscall_number(name, HOST_ARCH)
+    return SeccompStop(pid, nr, HOST_ARCH.audit_arch, 0x401000, args, data)
 
 
 def test_the_ptrace_kind_is_the_one_sandbox_knows() -> None:
@@ -236,3 +247,81 @@ def test_observe_syscalls_needs_no_private_attribute_outside_the_sandbox() -> No
                 assert "._syscall_observer" not in text, name
                 assert ".syscall_observer" not in text, name
                 assert ".on_sandboxed" not in text, name
+
+
+GATE_ARGS = (1022, 0x1000, 0x2000, 0x3000, 0x1000, EXEC_MAGIC)  # AT_EMPTY_PATH
+NOTICE_ARGS = (SANDBOXED_MAGIC, 0, 0, 0, 0, 0)
+
+
+def test_a_stop_without_trace_data_is_judged_from_our_program_alone() -> None:
+    # What a user-notification monitor hands the judge: the seccomp_data, no trace data.
+    program = kernel_instructions(policy(), pre_exec=True, violation=USER_NOTIF)
+    judge = StopJudge(program, main_pid=MAIN, phase=Phase.BEFORE_EXEC, gate=True)
+    gate = stop("execveat", None, args=GATE_ARGS)
+    assert judge.decide(stop("execveat", None, pid=MAIN + 1, args=GATE_ARGS)).action is (
+        Action.SETUP_FAILED
+    )
+    assert judge.decide(gate).action is Action.CONTINUE
+    judge.exec_done()
+    assert judge.decide(gate).action is Action.VIOLATION  # the gate opens once
+    assert judge.decide(stop("socket", None)).action is Action.VIOLATION
+
+
+def test_a_notice_without_trace_data_counts_once_from_the_main_process() -> None:
+    program = kernel_instructions(policy(), pre_exec=False, violation=USER_NOTIF)
+    judge = StopJudge(program, main_pid=MAIN, phase=Phase.AWAITING_NOTICE, gate=False)
+    nr = MAGIC_SYSCALL_NR
+    notice = SeccompStop(MAIN, nr, HOST_ARCH.audit_arch, 0, NOTICE_ARGS, None)
+    other = SeccompStop(MAIN + 1, nr, HOST_ARCH.audit_arch, 0, NOTICE_ARGS, None)
+    assert judge.decide(other).action is Action.VIOLATION
+    assert judge.decide(notice).action is Action.SANDBOXED
+    assert judge.decide(notice).action is Action.VIOLATION
+
+
+def test_every_kind_reports_a_forbidden_stop_alike() -> None:
+    judge = StopJudge(
+        kernel_instructions(policy(), violation=PTRACE.violation),
+        main_pid=MAIN,
+        phase=Phase.RUNNING,
+        gate=False,
+    )
+    socket_stop = stop("socket", args=(2, 1, 0, 0, 0, 0))
+    builder = ResultBuilder()
+    report_forbidden(socket_stop, judge.decide(socket_stop), builder, lambda a: None, main_pid=MAIN)
+    result = builder.build(0.0)
+    assert result.status is Status.VIOLATION
+    assert result.violation is not None and result.violation.syscall_name == "socket"
+    assert result.violation.pid == MAIN and result.violation.arch == HOST_ARCH.label
+
+
+def test_an_exit_before_exec_reports_the_execs_errno() -> None:
+    builder = ResultBuilder()
+    before = StopJudge(
+        kernel_instructions(policy(), violation=PTRACE.violation),
+        main_pid=MAIN,
+        phase=Phase.BEFORE_EXEC,
+        gate=True,
+    )
+    exit_stop = stop("exit_group", args=(2, 0, 0, 0, 0, 0))
+    decision = before.decide(exit_stop)
+    assert decision.action is Action.SETUP_FAILED
+    report_forbidden(exit_stop, decision, builder, lambda a: None, main_pid=MAIN)
+    result = builder.build(0.0)
+    assert result.status is Status.SETUP_ERROR
+    assert "execveat of the binary failed" in str(result)
+
+
+def test_an_early_end_is_a_setup_failure_until_the_set_up_is_done() -> None:
+    assert early_end(Phase.BEFORE_EXEC, 0, None) == (
+        SetupReason.FAILED_MONITOR,
+        "the sandboxee exited before exec",
+    )
+    assert early_end(Phase.BEFORE_EXEC, None, 9) == (
+        SetupReason.FAILED_MONITOR,
+        "the sandboxee died of signal 9 before exec",
+    )
+    assert early_end(Phase.AWAITING_NOTICE, 0, None) == (
+        SetupReason.FAILED_WAIT,
+        "the sandboxee ended before calling sandbox_me_here()",
+    )
+    assert early_end(Phase.RUNNING, 0, None) is None

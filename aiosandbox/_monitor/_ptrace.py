@@ -41,12 +41,12 @@ from collections.abc import Callable
 from ptrace.binding.func import PtraceError
 from ptrace.binding.func import ptrace as _ptrace
 
-from .._policy import Arch, TraceCode, syscall_name
+from .._policy import TraceCode
 from .._policy._bpf import TRACE
-from .._result import SetupReason, Violation
-from ._describe import describe_syscall
+from .._result import SetupReason
 from ._protocol import MonitorConfig, MonitorKind, SyscallEvent
-from ._verdict import Action, Phase, SeccompStop, StopJudge
+from ._stops import early_end, report_forbidden, syscall_identity
+from ._verdict import Action, SeccompStop, StopJudge
 
 __all__ = ["PTRACE", "PtraceMonitor"]
 
@@ -513,11 +513,6 @@ class PtraceMonitor:
             pid, nr, int(info.arch), int(info.instruction_pointer), args, int(info.ret_data)
         )
         decision = self._judge.decide(stop)
-        try:
-            arch: Arch | None = Arch(info.arch)
-        except ValueError:
-            arch = None
-        name = (syscall_name(nr, arch) if arch is not None else None) or ""
         if decision.action is Action.CONTINUE:
             _ptrace(PTRACE_CONT, pid, 0, 0)
             return
@@ -528,38 +523,13 @@ class PtraceMonitor:
             if self._on_sandboxed is not None:
                 self._on_sandboxed()
             return
-        if decision.action is Action.OBSERVE and arch is not None and self._observer is not None:
-            self._observer(SyscallEvent(pid, nr, arch, args, name or None, _string_reader(pid)))
-            _ptrace(PTRACE_CONT, pid, 0, 0)
-            return
-        if decision.action is Action.SETUP_FAILED and pid == self.main_pid and name == "exit_group":
-            # The exec failed and the set-up code reports its errno as the exit status.
-            self._builder.setup_failed(
-                SetupReason.FAILED_MONITOR, _exec_failure(args[0] & 0xFFFFFFFF)
-            )
-            self.kill()
-            return
-        arch_name = arch.label if arch is not None else f"audit arch {info.arch:#x}"
-        description = describe_syscall(name or None, nr, args, _read_string(pid))
-        if decision.note:
-            description += f" [{decision.note}]"
-        violation = Violation(
-            syscall_name=name,
-            syscall_nr=nr,
-            args=args,
-            arch=arch_name,
-            pid=pid,
-            description=description,
-        )
-        if decision.action is Action.SETUP_FAILED:
-            self._builder.setup_failed(
-                SetupReason.FAILED_MONITOR,
-                "the set-up made a syscall the policy forbids before exec: "
-                + violation.description,
-            )
-        else:
-            logger.info("sandbox violation: pid %d: [%s] %s", pid, arch_name, violation.description)
-            self._builder.violation(violation)
+        if decision.action is Action.OBSERVE and self._observer is not None:
+            arch, name = syscall_identity(stop)
+            if arch is not None:
+                self._observer(SyscallEvent(pid, nr, arch, args, name or None, _string_reader(pid)))
+                _ptrace(PTRACE_CONT, pid, 0, 0)
+                return
+        report_forbidden(stop, decision, self._builder, _read_string(pid), main_pid=self.main_pid)
         # The tracee stays stopped before the syscall; the kill ends it there.
         self.kill()
 
@@ -567,17 +537,9 @@ class PtraceMonitor:
         self._main_reaped = True
         exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        if self._judge.phase is Phase.BEFORE_EXEC and not self._killed:
-            detail = (
-                _exec_failure(exit_code)
-                if exit_code is not None
-                else f"the sandboxee died of signal {signal_number} before exec"
-            )
-            self._builder.setup_failed(SetupReason.FAILED_MONITOR, detail)
-        elif self._judge.phase is Phase.AWAITING_NOTICE and not self._killed:
-            self._builder.setup_failed(
-                SetupReason.FAILED_WAIT, "the sandboxee ended before calling sandbox_me_here()"
-            )
+        failure = None if self._killed else early_end(self._judge.phase, exit_code, signal_number)
+        if failure is not None:
+            self._builder.setup_failed(*failure)
         self._builder.main_exited(exit_code, signal_number, self._sandboxee_rusage(rusage))
         # Whatever the main process left behind dies with the namespace.
         self.kill()
@@ -622,15 +584,6 @@ def _exit_facts(pid: int) -> tuple[int | None, int]:
     except (OSError, ValueError, IndexError):
         pass
     return peak, threads
-
-
-def _exec_failure(error: int | None) -> str:
-    if not error:
-        return "the sandboxee exited before exec"
-    text = f"execveat of the binary failed: {os.strerror(error)}"
-    if error == errno.ENOENT:
-        text += " (a dynamic binary needs its loader and libraries: add_libraries_for_binary)"
-    return text
 
 
 PTRACE = MonitorKind("ptrace", violation=TRACE(TraceCode.VIOLATION), create=PtraceMonitor)
