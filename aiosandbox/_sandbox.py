@@ -55,9 +55,10 @@ from ._forkserver._server import (
     CLONE_NEWUTS,
 )
 from ._limits import Limits
-from ._monitor._ptrace import PtraceMonitor, SyscallEvent
-from ._monitor._verdict import Phase, StopJudge
-from ._policy import MountKind, Policy, kernel_filter, kernel_instructions, syscall_number
+from ._monitor._factory import kernel_filter, make_monitor, monitor_kind
+from ._monitor._protocol import Monitor, MonitorConfig, SyscallObserver
+from ._monitor._verdict import Phase
+from ._policy import MountKind, Policy, syscall_number
 from ._policy._mounts import tmpfs_inodes
 from ._result import Result, ResultBuilder, SetupReason, Status
 from ._sockets import blocking_socketpair
@@ -67,7 +68,7 @@ from .bpf import KILL, evaluate
 if TYPE_CHECKING:
     from ._comms import Comms
 
-__all__ = ["Sandbox"]
+__all__ = ["Sandbox", "observe_syscalls"]
 
 logger = logging.getLogger("aiosandbox.sandbox")
 
@@ -290,8 +291,7 @@ class Sandbox:
             raise TypeError(
                 f"policy must be an aiosandbox.Policy (PolicyBuilder().build()), not {policy!r}"
             )
-        if monitor != "ptrace":
-            raise ValueError(f"unknown monitor {monitor!r}: only 'ptrace' is available")
+        monitor_kind_ = monitor_kind(monitor)
         if executor._fork_server is not None and not _fork_server:
             raise ValueError(
                 "this executor runs a custom fork server: run its children, made with"
@@ -316,7 +316,8 @@ class Sandbox:
         self._result: Result | None = None
         self._started = False
         self._start_time = 0.0
-        self._monitor: PtraceMonitor | None = None
+        self._monitor_kind = monitor_kind_
+        self._monitor: Monitor | None = None
         self._hub: ChildSignalHub | None = None
         self._timer: Timer | None = None
         self._setup: socket.socket | None = None
@@ -326,7 +327,7 @@ class Sandbox:
         self._kill_pending = False
         self._setup_scope: anyio.CancelScope | None = None
         self._attached = False
-        self._syscall_observer: Callable[[SyscallEvent], None] | None = None
+        self._syscall_observer: SyscallObserver | None = None  # see observe_syscalls()
         self._pipes: dict[str, socket.socket] = {}  # our ends of PIPE streams
         self._capturing = False  # run() reads stdout and stderr itself
         self._caller_fds: list[CallerFd] = []
@@ -468,7 +469,7 @@ class Sandbox:
                 rlimits=_rlimits(executor.limits),
                 # Empty: the sandboxee loads its filter itself, with sandbox_me_here(), or
                 # is a custom fork server (its children do).
-                filter=kernel_filter(self._policy, pre_exec=True)
+                filter=kernel_filter(self._monitor_kind, self._policy, pre_exec=True)
                 if executor.sandbox_before_exec and not self._is_fork_server
                 else b"",
                 loopback=_needs_loopback(self._policy),
@@ -595,39 +596,33 @@ class Sandbox:
             # The run ends when the namespace's init exits (killed by aclose()).
             call_when_readable(self._init_pidfd, self._finish)
             return
-        hub = self._hub
-        init_pidfd = self._init_pidfd
-        monitor = PtraceMonitor(
-            main_pid,
-            self._init_pid,
-            init_pidfd,
-            self._builder,
-            self._finish,
-            lambda delay: hub.call_later(delay, monitor.process_events),
-            lambda: call_when_readable(init_pidfd, lambda: hub.call_soon(monitor.process_events)),
-            judge=self._judge(main_pid, Phase.BEFORE_EXEC),
-        )
+        monitor = self._make_monitor(main_pid, self._init_pidfd, Phase.BEFORE_EXEC)
         self._seize_and_go(monitor, main_pid, lambda: setup.send(b"G"))
 
-    def _judge(self, main_pid: int, phase: Phase) -> StopJudge:
-        """What the monitor decides seccomp stops with: the program our filter runs."""
-        gate = self._executor.sandbox_before_exec
-        return StopJudge(
-            kernel_instructions(self._policy, pre_exec=gate),
-            main_pid=main_pid,
-            phase=phase,
-            gate=gate,
-            learning=self._syscall_observer is not None,
-        )
-
-    def _seize_and_go(
-        self, monitor: PtraceMonitor, main_pid: int, go: Callable[[], object]
-    ) -> None:
-        """Seizes the sandboxee, then lets it go on (it waits for that before its filter)."""
+    def _make_monitor(self, main_pid: int, init_pidfd: int, phase: Phase) -> Monitor:
+        """The monitor of this sandbox's kind for the sandboxee ``main_pid``."""
         assert self._hub is not None
-        monitor.syscall_observer = self._syscall_observer
+        config = MonitorConfig(
+            main_pid=main_pid,
+            init_pid=self._init_pid,
+            init_pidfd=init_pidfd,
+            policy=self._policy,
+            gate=self._executor.sandbox_before_exec,
+            phase=phase,
+            report=self._builder,
+            on_done=self._finish,
+            wakeups=self._hub,
+            when_readable=call_when_readable,
+            observer=self._syscall_observer,
+        )
+        return make_monitor(self._monitor_kind, config)
+
+    def _seize_and_go(self, monitor: Monitor, main_pid: int, go: Callable[[], object]) -> None:
+        """Attaches to the sandboxee, then lets it go on (it waits for that before its
+        filter)."""
+        assert self._hub is not None
         try:
-            monitor.seize()
+            monitor.attach()
         except OSError as exc:
             self._builder.setup_failed(
                 SetupReason.FAILED_PTRACE,
@@ -693,19 +688,8 @@ class Sandbox:
         init_pidfd = self._adopt_forked_init(init_pid, server.pid_depth)
         if init_pidfd is None:
             return
-        assert self._hub is not None
-        hub = self._hub
         self._attached = True
-        monitor = PtraceMonitor(
-            main_pid,
-            self._init_pid,
-            init_pidfd,
-            self._builder,
-            self._finish,
-            lambda delay: hub.call_later(delay, monitor.process_events),
-            lambda: call_when_readable(init_pidfd, lambda: hub.call_soon(monitor.process_events)),
-            judge=self._judge(main_pid, Phase.AWAITING_NOTICE),
-        )
+        monitor = self._make_monitor(main_pid, init_pidfd, Phase.AWAITING_NOTICE)
         self._seize_and_go(monitor, main_pid, lambda: None)
         if self._monitor is None:
             return
@@ -758,7 +742,7 @@ class Sandbox:
         if monitor is None or self._done.is_set():
             return
         sandboxed = anyio.Event()
-        monitor.on_sandboxed = sandboxed.set
+        monitor.when_sandboxed(sandboxed.set)
         if monitor.sandboxed:
             return
         comms = self._executor.ipc._internal_comms()
@@ -792,7 +776,9 @@ class Sandbox:
             )
             await comms.send_frame(TAG_ERROR, reason.encode())
             raise CommsError(reason)
-        await comms.send_frame(TAG_POLICY, kernel_filter(self._policy, pre_exec=False))
+        await comms.send_frame(
+            TAG_POLICY, kernel_filter(self._monitor_kind, self._policy, pre_exec=False)
+        )
 
     def _abort_setup(self) -> None:
         """Ends a set-up in progress: the children see their setup socket close and exit."""
@@ -1069,3 +1055,16 @@ async def _feed(stream: anyio.abc.SocketStream, data: bytes) -> None:
         await stream.send_eof()
     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
         pass  # the sandboxee stopped reading; that is its business
+
+
+def observe_syscalls(sandbox: Sandbox, observer: SyscallObserver) -> None:
+    """Runs ``sandbox`` in learning mode: its monitor calls ``observer`` at each
+    ``TRACE(LEARN)`` stop of the policy, before the syscall runs (the hook of
+    ``aiosandbox learn``; inside the package only).
+
+    Raises:
+        RuntimeError: the sandbox was started already (its monitor's judge is built).
+    """
+    if sandbox._started:
+        raise RuntimeError("observe_syscalls() must come before the sandbox starts")
+    sandbox._syscall_observer = observer

@@ -46,6 +46,7 @@ from aiosandbox._comms._wire import (
     TAG_STRING,
     TAG_UINT32,
 )
+from aiosandbox._monitor._ptrace import PTRACE
 from aiosandbox._policy import kernel_filter
 from aiosandbox.client import Client, ForkingClient
 from aiosandbox.client._client import FD_MAP_ENV, parse_fd_map
@@ -78,7 +79,7 @@ def sandboxee_policy() -> bytes:
         .block_syscall_with_errno("uname", errno.EPERM)
         .build()
     )
-    return kernel_filter(policy, pre_exec=False)
+    return kernel_filter(policy, pre_exec=False, violation=PTRACE.violation)
 
 
 def proc_status(pid: int) -> dict[str, str]:

@@ -309,7 +309,7 @@ async def assert_kernel_agrees(
         computed_verdicts: the policy returns ``RET A``, which the monitor's filter cannot
             rewrite: expect what the loaded filter's verdict does, not the policy's.
     """
-    loaded = unpack_program(kernel_filter(policy))
+    loaded = unpack_program(kernel_filter(policy, violation=bpf.TRACE(TraceCode.VIOLATION)))
     planned = []
     for c in cases:
         verdict = bpf.evaluate(policy, c.syscall, c.args)

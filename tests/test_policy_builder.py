@@ -48,7 +48,7 @@ VIOLATION = bpf.TRACE(TraceCode.VIOLATION)
 
 
 def kernel_program(policy: Policy, *, pre_exec: bool = True) -> tuple[bpf.Instruction, ...]:
-    return unpack_program(kernel_filter(policy, pre_exec=pre_exec))
+    return unpack_program(kernel_filter(policy, pre_exec=pre_exec, violation=VIOLATION))
 
 
 # --- syscall tables --------------------------------------------------------------------------
@@ -351,7 +351,11 @@ def test_kernel_filter_rewrites_process_ending_verdicts() -> None:
         .build()
     )
     program = kernel_program(policy)
-    assert len(kernel_filter(policy)) == 8 * len(policy.program) == 8 * len(program)
+    assert (
+        len(kernel_filter(policy, violation=VIOLATION))
+        == 8 * len(policy.program)
+        == 8 * len(program)
+    )
     assert bpf.evaluate(program, "read") == bpf.ALLOW
     assert bpf.evaluate(program, "open") == bpf.ERRNO(errno.ENOENT)
     assert bpf.evaluate(program, "write", (1,)) == bpf.ALLOW

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from aiosandbox import Policy, PolicyBuilder, bpf
+from aiosandbox._monitor._ptrace import PTRACE
 from aiosandbox._monitor._verdict import Action, Phase, SeccompStop, StopJudge
 from aiosandbox._policy import (
     EXEC_MAGIC,
@@ -42,12 +43,12 @@ def stop(
 
 
 def mode_a() -> StopJudge:
-    program = kernel_instructions(policy(), pre_exec=True)
+    program = kernel_instructions(policy(), pre_exec=True, violation=PTRACE.violation)
     return StopJudge(program, main_pid=MAIN, phase=Phase.BEFORE_EXEC, gate=True)
 
 
 def mode_b() -> StopJudge:
-    program = kernel_instructions(policy(), pre_exec=False)
+    program = kernel_instructions(policy(), pre_exec=False, violation=PTRACE.violation)
     return StopJudge(program, main_pid=MAIN, phase=Phase.BEFORE_EXEC, gate=False)
 
 
@@ -140,7 +141,7 @@ def test_the_notice_means_nothing_in_mode_a() -> None:
 
 
 def test_a_custom_fork_servers_child_starts_awaiting_its_notice() -> None:
-    program = kernel_instructions(policy(), pre_exec=False)
+    program = kernel_instructions(policy(), pre_exec=False, violation=PTRACE.violation)
     judge = StopJudge(program, main_pid=MAIN, phase=Phase.AWAITING_NOTICE, gate=False)
     notice = stop(MAGIC_SYSCALL_NR, NOTICE_ARGS, TraceCode.SANDBOXED)
     assert judge.decide(notice).action is Action.SANDBOXED
@@ -149,7 +150,7 @@ def test_a_custom_fork_servers_child_starts_awaiting_its_notice() -> None:
 
 def test_learn_traces_go_to_the_observer_only_while_learning() -> None:
     learning = PolicyBuilder().default_action(bpf.TRACE(TraceCode.LEARN)).build()
-    program = kernel_instructions(learning)
+    program = kernel_instructions(learning, violation=PTRACE.violation)
     judge = StopJudge(program, main_pid=MAIN, phase=Phase.RUNNING, gate=True, learning=True)
     assert judge.decide(stop("socket", data=TraceCode.LEARN)).action is Action.OBSERVE
     # Whatever data a stacked filter reports: our program says LEARN.

@@ -15,14 +15,14 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from aiosandbox._exceptions import AiosandboxError
 
 if TYPE_CHECKING:
     from aiosandbox._executor import Executor
-    from aiosandbox._monitor._ptrace import SyscallEvent
+    from aiosandbox._monitor._protocol import SyscallObserver
     from aiosandbox._policy import Policy
     from aiosandbox._result import Result
 
@@ -162,7 +162,7 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 async def run_sandbox(
     executor: Executor,
     policy: Policy,
-    observer: Callable[[SyscallEvent], None] | None = None,
+    observer: SyscallObserver | None = None,
 ) -> tuple[Result, int | None]:
     """Run one sandbox to its end; SIGINT, SIGTERM and SIGHUP to the CLI kill it.
 
@@ -171,11 +171,11 @@ async def run_sandbox(
     """
     import anyio
 
-    from aiosandbox._sandbox import Sandbox
+    from aiosandbox._sandbox import Sandbox, observe_syscalls
 
     sandbox = Sandbox(executor, policy)
     if observer is not None:
-        sandbox._syscall_observer = observer
+        observe_syscalls(sandbox, observer)
     loop = asyncio.get_running_loop()
     received: list[int] = []
 

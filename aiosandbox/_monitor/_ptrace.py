@@ -7,7 +7,8 @@ supervisor's "go".  The options make the kernel auto-attach every thread and chi
 sandboxee creates (TRACECLONE/FORK/VFORK), stop it at each exec (TRACEEXEC) and at every
 filter verdict SECCOMP_RET_TRACE (TRACESECCOMP), and kill every tracee if the supervisor
 dies (EXITKILL).  The policy's KILL verdicts reach the kernel rewritten as
-``TRACE(VIOLATION)``: the offending thread stops before the syscall runs, the monitor reads
+``TRACE(VIOLATION)`` (this kind's :attr:`~._protocol.MonitorKind.violation`, see
+:data:`PTRACE`): the offending thread stops before the syscall runs, the monitor reads
 the syscall with PTRACE_GET_SYSCALL_INFO (Linux 5.3; it also tells the syscall's
 architecture, so an ``int 0x80`` is seen as i386) and kills the whole sandbox.
 
@@ -36,17 +37,18 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ptrace.binding.func import PtraceError
 from ptrace.binding.func import ptrace as _ptrace
 
-from .._policy import Arch, syscall_name
-from .._result import ResultBuilder, SetupReason, Violation
-from ._describe import describe_syscall
-from ._verdict import Action, Phase, SeccompStop, StopJudge
+from .._policy import TraceCode
+from .._policy._bpf import TRACE
+from .._result import SetupReason
+from ._protocol import MonitorConfig, MonitorKind, SyscallEvent
+from ._stops import early_end, report_forbidden, syscall_identity
+from ._verdict import Action, SeccompStop, StopJudge
 
-__all__ = ["PtraceMonitor", "SyscallEvent"]
+__all__ = ["PTRACE", "PtraceMonitor"]
 
 logger = logging.getLogger("aiosandbox.monitor")
 
@@ -141,33 +143,6 @@ class _SeccompInfo(ctypes.Structure):
     )
 
 
-@dataclass(frozen=True)
-class SyscallEvent:
-    """A syscall stopped by ``TRACE(TraceCode.LEARN)``, about to run (learning mode).
-
-    Attributes:
-        pid: the calling thread, as the supervisor sees it.
-        nr: the syscall number in ``arch``'s table.
-        arch: the architecture the call was made in.
-        args: the six raw arguments.
-        name: the syscall's name, or None for a number the table does not know.
-    """
-
-    pid: int
-    nr: int
-    arch: Arch
-    args: tuple[int, int, int, int, int, int]
-    name: str | None
-
-    def read_string(self, address: int, limit: int = 4096) -> bytes | None:
-        """Reads a NUL-terminated string (at most ``limit`` bytes) from the tracee.
-
-        Only valid while the observer runs: the tracee is stopped then.  None if the
-        address cannot be read.
-        """
-        return _read_string(self.pid, limit)(address)
-
-
 def _event_message(pid: int) -> int:
     message = ctypes.c_ulong(0)
     _ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(message))
@@ -201,43 +176,35 @@ def _read_string(pid: int, limit: int = 256) -> Callable[[int], bytes | None]:
     return read
 
 
+def _string_reader(pid: int) -> Callable[[int, int], bytes | None]:
+    """A :attr:`SyscallEvent.reader` of a stopped tracee."""
+    return lambda address, limit: _read_string(pid, limit)(address)
+
+
 class PtraceMonitor:
-    """Traces one sandboxee and reports what happens to a :class:`ResultBuilder`.
+    """Traces one sandboxee and reports what happens to its config's ``report``.
+
+    Implements :class:`~._protocol.Monitor`; built by ``_factory.make_monitor``.
 
     Args:
-        main_pid: The sandboxee's pid, as the supervisor sees it.
-        init_pid: The pid of the namespace's init, as the supervisor sees it (a custom
-            fork server's child has an init of its own too).
-        init_pidfd: A pidfd of the namespace's init (the caller keeps and closes it);
-            killing init kills the namespace.
-        builder: Receives the events that decide the result.
-        on_done: Called once, when the main process and every other tracee are reaped.
-        call_later: Asks for :meth:`process_events` to be called after some seconds.
-        when_init_exits: Asks for :meth:`process_events` to be called once init exits.
+        config: the sandbox's pids, what to report to and how to be woken (a custom fork
+            server's child has an init of its own too).
         judge: Decides what each seccomp stop means, from the program given to the kernel
             (it also knows whether an exec or a ``sandbox_me_here()`` notice is awaited).
     """
 
-    def __init__(
-        self,
-        main_pid: int,
-        init_pid: int,
-        init_pidfd: int,
-        builder: ResultBuilder,
-        on_done: Callable[[], None],
-        call_later: Callable[[float], None],
-        when_init_exits: Callable[[], None],
-        *,
-        judge: StopJudge,
-    ) -> None:
+    def __init__(self, config: MonitorConfig, judge: StopJudge) -> None:
+        main_pid = config.main_pid
         self.main_pid = main_pid
         self._judge = judge
-        self._init_pid = init_pid
-        self._init_pidfd = init_pidfd
-        self._builder = builder
-        self._on_done = on_done
-        self._call_later = call_later
-        self._when_init_exits = when_init_exits
+        self._init_pid = config.init_pid
+        self._init_pidfd = config.init_pidfd
+        self._builder = config.report
+        self._on_done = config.on_done
+        self._wakeups = config.wakeups
+        self._when_readable = config.when_readable
+        self._observer = config.observer
+        self._on_sandboxed: Callable[[], None] | None = None
         self._init_watched = False
         self._last_sweep = 0.0
         self._sweep_pending = False
@@ -254,15 +221,28 @@ class PtraceMonitor:
         self._main_reaped = False
         self._killed = False
         self.done = False
-        self.syscall_observer: Callable[[SyscallEvent], None] | None = None
-        """Called at each ``TRACE(LEARN)`` stop, before the syscall runs."""
-        self.on_sandboxed: Callable[[], None] | None = None
-        """Called once, when a client reports that its post-exec filter is loaded."""
         self.sandboxed = False
         """Whether the client's "sandboxed" notice came (modes (b) and (c))."""
 
-    def seize(self) -> None:
-        """Attaches to the sandboxee; raises OSError if the kernel refuses."""
+    def _call_later(self, delay: float) -> None:
+        """Asks for :meth:`process_events` to be called after ``delay`` seconds."""
+        self._wakeups.call_later(delay, self.process_events)
+
+    def _when_init_exits(self) -> None:
+        """Asks for :meth:`process_events` to be called once init exits."""
+        wakeups = self._wakeups
+        self._when_readable(self._init_pidfd, lambda: wakeups.call_soon(self.process_events))
+
+    def when_sandboxed(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` once a client reports that its post-exec filter is loaded (at
+        once if it did already)."""
+        if self.sandboxed:
+            callback()
+        else:
+            self._on_sandboxed = callback
+
+    def attach(self) -> None:
+        """PTRACE_SEIZEs the sandboxee; raises OSError if the kernel refuses."""
         try:
             _ptrace(PTRACE_SEIZE, self.main_pid, 0, MAIN_OPTIONS)
         except PtraceError as exc:
@@ -533,11 +513,6 @@ class PtraceMonitor:
             pid, nr, int(info.arch), int(info.instruction_pointer), args, int(info.ret_data)
         )
         decision = self._judge.decide(stop)
-        try:
-            arch: Arch | None = Arch(info.arch)
-        except ValueError:
-            arch = None
-        name = (syscall_name(nr, arch) if arch is not None else None) or ""
         if decision.action is Action.CONTINUE:
             _ptrace(PTRACE_CONT, pid, 0, 0)
             return
@@ -545,45 +520,16 @@ class PtraceMonitor:
             # The notice then fails with ENOSYS: no such syscall.
             _ptrace(PTRACE_CONT, pid, 0, 0)
             self.sandboxed = True
-            if self.on_sandboxed is not None:
-                self.on_sandboxed()
+            if self._on_sandboxed is not None:
+                self._on_sandboxed()
             return
-        if (
-            decision.action is Action.OBSERVE
-            and arch is not None
-            and self.syscall_observer is not None
-        ):
-            self.syscall_observer(SyscallEvent(pid, nr, arch, args, name or None))
-            _ptrace(PTRACE_CONT, pid, 0, 0)
-            return
-        if decision.action is Action.SETUP_FAILED and pid == self.main_pid and name == "exit_group":
-            # The exec failed and the set-up code reports its errno as the exit status.
-            self._builder.setup_failed(
-                SetupReason.FAILED_MONITOR, _exec_failure(args[0] & 0xFFFFFFFF)
-            )
-            self.kill()
-            return
-        arch_name = arch.label if arch is not None else f"audit arch {info.arch:#x}"
-        description = describe_syscall(name or None, nr, args, _read_string(pid))
-        if decision.note:
-            description += f" [{decision.note}]"
-        violation = Violation(
-            syscall_name=name,
-            syscall_nr=nr,
-            args=args,
-            arch=arch_name,
-            pid=pid,
-            description=description,
-        )
-        if decision.action is Action.SETUP_FAILED:
-            self._builder.setup_failed(
-                SetupReason.FAILED_MONITOR,
-                "the set-up made a syscall the policy forbids before exec: "
-                + violation.description,
-            )
-        else:
-            logger.info("sandbox violation: pid %d: [%s] %s", pid, arch_name, violation.description)
-            self._builder.violation(violation)
+        if decision.action is Action.OBSERVE and self._observer is not None:
+            arch, name = syscall_identity(stop)
+            if arch is not None:
+                self._observer(SyscallEvent(pid, nr, arch, args, name or None, _string_reader(pid)))
+                _ptrace(PTRACE_CONT, pid, 0, 0)
+                return
+        report_forbidden(stop, decision, self._builder, _read_string(pid), main_pid=self.main_pid)
         # The tracee stays stopped before the syscall; the kill ends it there.
         self.kill()
 
@@ -591,17 +537,9 @@ class PtraceMonitor:
         self._main_reaped = True
         exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        if self._judge.phase is Phase.BEFORE_EXEC and not self._killed:
-            detail = (
-                _exec_failure(exit_code)
-                if exit_code is not None
-                else f"the sandboxee died of signal {signal_number} before exec"
-            )
-            self._builder.setup_failed(SetupReason.FAILED_MONITOR, detail)
-        elif self._judge.phase is Phase.AWAITING_NOTICE and not self._killed:
-            self._builder.setup_failed(
-                SetupReason.FAILED_WAIT, "the sandboxee ended before calling sandbox_me_here()"
-            )
+        failure = None if self._killed else early_end(self._judge.phase, exit_code, signal_number)
+        if failure is not None:
+            self._builder.setup_failed(*failure)
         self._builder.main_exited(exit_code, signal_number, self._sandboxee_rusage(rusage))
         # Whatever the main process left behind dies with the namespace.
         self.kill()
@@ -648,10 +586,5 @@ def _exit_facts(pid: int) -> tuple[int | None, int]:
     return peak, threads
 
 
-def _exec_failure(error: int | None) -> str:
-    if not error:
-        return "the sandboxee exited before exec"
-    text = f"execveat of the binary failed: {os.strerror(error)}"
-    if error == errno.ENOENT:
-        text += " (a dynamic binary needs its loader and libraries: add_libraries_for_binary)"
-    return text
+PTRACE = MonitorKind("ptrace", violation=TRACE(TraceCode.VIOLATION), create=PtraceMonitor)
+"""The ptrace monitor's kind: a process-ending verdict stops the thread for the tracer."""

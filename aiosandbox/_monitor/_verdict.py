@@ -35,15 +35,19 @@ the kernel -- over that data, in userspace, and decides from its answer:
   TRACE fails the call with ENOSYS; under ours it would cost the supervisor a stop per
   call.  It is a violation: a sandboxee that traces itself is not one we run.
 
-For every stop, the kernel's data must also agree with our answer for the gate and the
-notice (a second lock; the sandboxee can only withhold those, never forge them).
+For every ptrace stop, the kernel's data must also agree with our answer for the gate and
+the notice (a second lock; the sandboxee can only withhold those, never forge them).
 
 What a stacked filter can still do is harmless: a verdict that outranks TRACE (KILL, TRAP,
 ERRNO) only makes a syscall fail or the sandboxee die, and USER_NOTIF (which outranks TRACE
 and could answer "continue") needs a listener, which the default policy forbids
 (``SECCOMP_FILTER_FLAG_NEW_LISTENER``) and the kernel allows only one of per filter chain.
 
-The judge is pure (no processes, no kernel calls) and tested directly.
+The judge is pure (no processes, no kernel calls) and tested directly.  It is the one
+judge of every monitor kind (aiosandbox/_monitor/_protocol.py): a seccomp user notification
+carries the same ``seccomp_data`` as a ptrace stop, only no trace data (``trace_data`` None),
+and its origin needs no second lock: only our filter has a listener (the default policy
+forbids the sandboxee one), and a stacked filter's TRACE is outranked by our USER_NOTIF.
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ class SeccompStop:
         audit_arch: ``seccomp_data.arch`` (an ``AUDIT_ARCH_*`` value, maybe a foreign one).
         instruction_pointer: ``seccomp_data.instruction_pointer``.
         args: the six argument registers.
-        trace_data: the ``SECCOMP_RET_DATA`` the kernel reported (any filter's).
+        trace_data: the ``SECCOMP_RET_DATA`` the kernel reported (any filter's), or None
+            for a monitor kind whose kernel reports none (a user notification).
     """
 
     pid: int
@@ -108,7 +113,7 @@ class SeccompStop:
     audit_arch: int
     instruction_pointer: int
     args: tuple[int, int, int, int, int, int]
-    trace_data: int
+    trace_data: int | None
 
     def seccomp_data(self) -> bytes:
         """The ``struct seccomp_data`` the filters saw, packed."""
@@ -206,7 +211,7 @@ class StopJudge:
             and self._phase is Phase.BEFORE_EXEC
             and not self._gate_used
             and stop.pid == self._main_pid
-            and stop.trace_data == TraceCode.EXEC_GATE
+            and stop.trace_data in (None, TraceCode.EXEC_GATE)
         ):
             self._gate_used = True
             return Decision(Action.CONTINUE)
@@ -216,7 +221,7 @@ class StopJudge:
         if (
             self._phase is Phase.AWAITING_NOTICE
             and stop.pid == self._main_pid
-            and stop.trace_data == TraceCode.SANDBOXED
+            and stop.trace_data in (None, TraceCode.SANDBOXED)
         ):
             self._phase = Phase.RUNNING
             return Decision(Action.SANDBOXED)

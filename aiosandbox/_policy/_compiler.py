@@ -29,17 +29,18 @@ Every part leaves ``A`` = syscall number for the next one, so the parts concaten
 crosses a part boundary, which is what lets the exec gate be left out without relinking.
 
 The kernel-facing variant (:func:`kernel_filter`) is the same program with every verdict that
-ends the process rewritten to ``TRACE(VIOLATION)``: under the ptrace monitor a killed
-sandboxee could not be examined, while a trace stop leaves it frozen with its registers for
-the violation report. The gate's and the notice's traces are kept as is, and so is a user
-``TRACE(LEARN)`` (learning mode); every other trace is rewritten, so a user rule returning
-``TRACE(0xCAFE)`` cannot impersonate the gate.
+ends the process rewritten to the monitor's *violation* verdict, which the caller passes:
+a killed sandboxee could not be examined, while for the ptrace monitor ``TRACE(VIOLATION)``
+leaves it frozen with its registers for the violation report (each monitor kind names its
+own, aiosandbox/_monitor/_protocol.py). The gate's and the notice's traces are kept as is,
+and so is a user ``TRACE(LEARN)`` (learning mode); every other trace is rewritten, so a user
+rule returning ``TRACE(0xCAFE)`` cannot impersonate the gate.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from aiosandbox._exceptions import PolicyError
 from aiosandbox._policy._arch import Arch, syscall_number, syscall_number_or_none
@@ -293,7 +294,7 @@ def compile_program(
     pre_exec: bool,
     user_handles_ptrace: bool = False,
     user_handles_bpf: bool = False,
-    for_kernel: bool = False,
+    violation: Instruction | None = None,
 ) -> tuple[Instruction, ...]:
     """Assemble the complete filter around a user program.
 
@@ -305,8 +306,9 @@ def compile_program(
             it, the program starts with the client's "sandboxed" notice instead.
         user_handles_ptrace: the user blocked ptrace with an errno; do not kill it first.
         user_handles_bpf: same for bpf.
-        for_kernel: rewrite process-ending verdicts to ``TRACE(VIOLATION)`` (see the module
-            docstring).
+        violation: for the kernel-facing variant, the monitor's verdict that replaces every
+            one that ends the process (see the module docstring); None keeps the policy's
+            own verdicts.
 
     Raises:
         PolicyError: the program exceeds the kernel's 4096 instructions, the default action
@@ -315,7 +317,7 @@ def compile_program(
     """
     user = tuple(user_program)
     check_default_action(user[-1] if user else None)
-    rewrite = _to_violation if for_kernel else _identity
+    rewrite = _identity if violation is None else _to_violation(violation)
     program = [rewrite(i) for i in _header(arch)]
     # Both are added as written: the monitor must see their TRACE codes.
     program += _exec_gate(arch) if pre_exec else _sandboxed_notice(arch)
@@ -340,7 +342,6 @@ _PASS_THROUGH = frozenset(
         SECCOMP_RET_USER_NOTIF,
     }
 )
-_VIOLATION = TRACE(TraceCode.VIOLATION)
 _LEARN = TRACE(TraceCode.LEARN)
 
 
@@ -348,12 +349,19 @@ def _identity(insn: Instruction) -> Instruction:
     return insn
 
 
-def _to_violation(insn: Instruction) -> Instruction:
-    # KILL_PROCESS, KILL_THREAD, any TRACE, and unknown actions (which the kernel treats as
-    # KILL_PROCESS, kernel/seccomp.c) all become a violation stop. RET A is computed at run
-    # time and cannot be rewritten; whatever it returns, the kernel enforces it.
-    if insn.code != BPF_RET | BPF_K:
-        return insn
-    if insn.k & SECCOMP_RET_ACTION_FULL in _PASS_THROUGH or insn == _LEARN:
-        return insn
-    return _VIOLATION
+def _to_violation(violation: Instruction) -> Callable[[Instruction], Instruction]:
+    """The rewrite of one instruction for a monitor whose violation verdict is ``violation``."""
+    if violation.code != BPF_RET | BPF_K:
+        raise PolicyError(f"a monitor's violation verdict must be a RET, not {violation!r}")
+
+    def rewrite(insn: Instruction) -> Instruction:
+        # KILL_PROCESS, KILL_THREAD, any TRACE, and unknown actions (which the kernel treats
+        # as KILL_PROCESS, kernel/seccomp.c) all become a violation stop. RET A is computed
+        # at run time and cannot be rewritten; whatever it returns, the kernel enforces it.
+        if insn.code != BPF_RET | BPF_K:
+            return insn
+        if insn.k & SECCOMP_RET_ACTION_FULL in _PASS_THROUGH or insn == _LEARN:
+            return insn
+        return violation
+
+    return rewrite

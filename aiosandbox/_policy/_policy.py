@@ -181,9 +181,9 @@ class Policy:
             user_handles_bpf=self.user_handles_bpf,
         )
         object.__setattr__(self, "program", program)
-        # kernel_instructions() and kernel_filter() results by pre_exec flavour: a policy is
-        # typically run many times, and compiling and packing cost a noticeable share of a
-        # sandbox's start-up.
+        # kernel_instructions() and kernel_filter() results by flavour (pre_exec, violation):
+        # a policy is typically run many times, and compiling and packing cost a noticeable
+        # share of a sandbox's start-up.
         object.__setattr__(self, "_kernel_programs", {})
         object.__setattr__(self, "_kernel_filters", {})
 
@@ -192,7 +192,9 @@ class Policy:
         return tuple(syscall_name(nr, self.arch) or f"syscall_{nr}" for nr in self.rule_syscalls)
 
 
-def kernel_instructions(policy: Policy, *, pre_exec: bool = True) -> tuple[Instruction, ...]:
+def kernel_instructions(
+    policy: Policy, *, pre_exec: bool = True, violation: Instruction
+) -> tuple[Instruction, ...]:
     """Return the program the kernel runs for ``policy``, as instructions.
 
     The monitor runs this very program over a stopped syscall's registers to learn what our
@@ -203,34 +205,39 @@ def kernel_instructions(policy: Policy, *, pre_exec: bool = True) -> tuple[Instr
         policy: the built policy.
         pre_exec: the flavour loaded before exec (with the exec gate); False for the one
             ``Client.sandbox_me_here()`` loads (with the "sandboxed" notice).
+        violation: the monitor's verdict for a syscall that ends the process (the
+            monitor kind's ``violation``: ``TRACE(TraceCode.VIOLATION)`` for ptrace).
     """
-    cache: dict[bool, tuple[Instruction, ...]] = policy.__dict__["_kernel_programs"]
-    program = cache.get(pre_exec)
+    cache: dict[tuple[bool, Instruction], tuple[Instruction, ...]]
+    cache = policy.__dict__["_kernel_programs"]
+    program = cache.get((pre_exec, violation))
     if program is None:
-        program = cache[pre_exec] = compile_program(
+        program = cache[pre_exec, violation] = compile_program(
             arch=policy.arch,
             user_program=policy.user_program,
             pre_exec=pre_exec,
             user_handles_ptrace=policy.user_handles_ptrace,
             user_handles_bpf=policy.user_handles_bpf,
-            for_kernel=True,
+            violation=violation,
         )
     return program
 
 
-def kernel_filter(policy: Policy, *, pre_exec: bool = True) -> bytes:
-    """Return the filter the ptrace monitor loads, packed as ``struct sock_filter[]``.
+def kernel_filter(policy: Policy, *, pre_exec: bool = True, violation: Instruction) -> bytes:
+    """Return the filter the sandboxee loads, packed as ``struct sock_filter[]``.
 
     It is :attr:`Policy.program` with every ``RET`` whose action is KILL_PROCESS,
-    KILL_THREAD, TRACE (any value) or unknown rewritten to ``TRACE(TraceCode.VIOLATION)``, so
-    that the monitor sees the forbidden syscall in a trace stop instead of a dead process.
-    ``TRAP``, ``ERRNO``, ``ALLOW``, ``LOG`` and ``USER_NOTIF`` are left as written, and so is the
-    exec gate's ``TRACE(TraceCode.EXEC_GATE)``.
+    KILL_THREAD, TRACE (any value) or unknown rewritten to ``violation``: for the ptrace
+    monitor ``TRACE(TraceCode.VIOLATION)``, so that it sees the forbidden syscall in a trace
+    stop instead of a dead process.  ``TRAP``, ``ERRNO``, ``ALLOW``, ``LOG`` and ``USER_NOTIF``
+    are left as written, and so is the exec gate's ``TRACE(TraceCode.EXEC_GATE)``.
 
     Args:
         policy: the built policy.
         pre_exec: include the exec gate. False for a filter applied after exec, by
             ``Client.sandbox_me_here()``.
+        violation: the monitor's verdict for a syscall that ends the process (see
+            :func:`kernel_instructions`).
 
     Returns:
         ``8 * n`` bytes: ``<code u16, jt u8, jf u8, k u32>`` per instruction, native order.
@@ -238,8 +245,10 @@ def kernel_filter(policy: Policy, *, pre_exec: bool = True) -> bytes:
     Raises:
         PolicyError: the program is too long for the kernel.
     """
-    cache: dict[bool, bytes] = policy.__dict__["_kernel_filters"]
-    packed = cache.get(pre_exec)
+    cache: dict[tuple[bool, Instruction], bytes] = policy.__dict__["_kernel_filters"]
+    packed = cache.get((pre_exec, violation))
     if packed is None:
-        packed = cache[pre_exec] = pack_program(kernel_instructions(policy, pre_exec=pre_exec))
+        packed = cache[pre_exec, violation] = pack_program(
+            kernel_instructions(policy, pre_exec=pre_exec, violation=violation)
+        )
     return packed
