@@ -81,14 +81,7 @@ class _Running:
         self.kill()
         with anyio.move_on_after(_SHUTDOWN_GRACE, shield=True):
             await self._exited.wait()
-        stdio, self._stdio = self._stdio, ChildStdio()
-        for sock in stdio.pipes.values():
-            sock.close()
-        for caller_fd in stdio.caller_fds:
-            if caller_fd.relay is not None:
-                caller_fd.relay.close()
-            caller_fd.close()
-            caller_fd.run_ended()
+        await self._stdio.aclose(run_over=self._exited.is_set())
 
 
 class CustomForkServer:

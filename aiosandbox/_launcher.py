@@ -10,6 +10,10 @@ init ends every process of the sandbox), and the sandboxee's pid.  It attaches n
 its owner attaches its monitor once the set-up is complete, then calls :meth:`Launch.go`,
 so that the sandboxee loads its filter under a watching monitor.
 
+In mode (b) the sandboxee starts unfiltered and asks for its filter itself:
+:func:`send_policy` answers it, once its owner has attached the monitor that sees the
+filter arrive.
+
 A :class:`ForkedLaunch` is the same for a child of a custom fork server (mode (c)): the
 child's pid arrives as credentials on its comms channel, and its init is found from the
 child's ``/proc`` status, then checked through the pidfd itself.
@@ -24,18 +28,22 @@ import os
 import signal
 import socket
 import struct
+from typing import TYPE_CHECKING
 
 import anyio
 
-from ._comms._wire import COMMS_FD, TAG_FORK_GO
+from ._comms._wire import COMMS_FD, TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
 from ._exceptions import CommsError
 from ._executor import IPC, Executor
 from ._forkserver._client import SpawnRequest, fork_server
-from ._policy import Policy
+from ._policy import Policy, kernel_filter
 from ._setup_protocol import InitReady, SetupComplete, SetupFailed, SetupProtocol
 from ._sockets import blocking_socketpair
 from ._spawn_plan import FdTable, StdioKind, check_machine, fd_table, spawn_request
-from ._stdio import CallerFd, give
+from ._stdio import CallerFd, Relay, give
+
+if TYPE_CHECKING:
+    from ._comms import Comms
 
 __all__ = [
     "ChildStdio",
@@ -45,6 +53,7 @@ __all__ = [
     "nspids",
     "pid_depth",
     "receive",
+    "send_policy",
     "spawn",
 ]
 
@@ -109,6 +118,29 @@ class ChildStdio:
             if caller_fd.relay is not None:
                 caller_fd.relay.shut()
             caller_fd.run_ended()
+
+    async def aclose(self, *, run_over: bool) -> list[Relay]:
+        """Closes our ends.  If the run is over, what the sandboxee wrote before it ended
+        goes on to the caller's fds: now, as far as the caller's side takes it, and after
+        we return, in the background, as the caller reads (at most its socket's queue and
+        one chunk are left); else it is dropped.  Returns the relays still delivering."""
+        for sock in self.pipes.values():
+            sock.close()  # those run() read itself; closing a stream's twice is harmless
+        callers, self.caller_fds = self.caller_fds, []
+        relays = [caller_fd.relay for caller_fd in callers if caller_fd.relay is not None]
+        delivering = []
+        if run_over:
+            with anyio.CancelScope(shield=True):
+                for relay in relays:
+                    await relay.settled.wait()
+            delivering = [relay for relay in relays if not relay.finished.is_set()]
+        else:
+            for relay in relays:
+                relay.close()
+        for caller_fd in callers:
+            caller_fd.close()
+            caller_fd.run_ended()
+        return delivering
 
 
 class Launch:
@@ -319,6 +351,39 @@ class ForkedLaunch:
             kill_init(self.init_pidfd)
         else:
             self._ipc.close_channel()
+
+
+async def send_policy(comms: Comms, policy: Policy, pid: int) -> None:
+    """Answers one TAG_SANDBOX_ME_HERE of mode (b) with the post-exec filter
+    (docs/protocol.md), unless the sandboxee ``pid`` runs more than one thread.
+
+    Raises:
+        CommsError: The sandboxee broke the protocol, or was not single-threaded.
+    """
+    request = await comms.recv_frame((TAG_SANDBOX_ME_HERE,))
+    if request.value:
+        raise CommsError("TAG_SANDBOX_ME_HERE carries no value")
+    threads = _thread_count(pid)
+    if threads > 1:
+        reason = (
+            f"sandbox_me_here() was called with {threads} threads running; it must be"
+            " called while the process is single-threaded"
+        )
+        await comms.send_frame(TAG_ERROR, reason.encode())
+        raise CommsError(reason)
+    await comms.send_frame(TAG_POLICY, kernel_filter(policy, pre_exec=False))
+
+
+def _thread_count(pid: int) -> int:
+    """The number of threads of a process (1 if it cannot be read: it is exiting)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 1
 
 
 def forked_init(main_pid: int, server_depth: int | None) -> int | None:

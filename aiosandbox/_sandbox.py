@@ -39,15 +39,14 @@ from ._asyncio import (
     forget_readable,
     hub_for_running_loop,
 )
-from ._comms._wire import TAG_ERROR, TAG_POLICY, TAG_SANDBOX_ME_HERE
 from ._custom_fork import server_for
 from ._exceptions import CommsError, PolicyError
 from ._executor import PIPE, Executor
-from ._launcher import ChildStdio, ForkedLaunch, Launch, kill_init, spawn
+from ._launcher import ChildStdio, ForkedLaunch, Launch, kill_init, send_policy, spawn
 from ._limits import Limits
 from ._monitor._ptrace import PtraceMonitor, SyscallEvent
 from ._monitor._verdict import Phase, StopJudge
-from ._policy import Policy, kernel_filter, kernel_instructions
+from ._policy import Policy, kernel_instructions
 from ._result import Result, ResultBuilder, SetupReason, Status
 from ._setup_protocol import SetupFailed
 from ._spawn_plan import fd_table, rlimits
@@ -380,28 +379,13 @@ class Sandbox:
             tg.start_soon(cancel_when, sandboxed)
             tg.start_soon(cancel_when, self._done)
             try:
-                await self._send_policy(comms, monitor.main_pid)
+                await send_policy(comms, self._policy, monitor.main_pid)
             except CommsError as exc:
                 if not self._builder.ending:
                     self._builder.setup_failed(
                         SetupReason.FAILED_WAIT, f"sandbox_me_here() did not complete: {exc}"
                     )
                 self._kill_now()
-
-    async def _send_policy(self, comms: Comms, pid: int) -> None:
-        """Answers one TAG_SANDBOX_ME_HERE with the post-exec filter (docs/protocol.md)."""
-        request = await comms.recv_frame((TAG_SANDBOX_ME_HERE,))
-        if request.value:
-            raise CommsError("TAG_SANDBOX_ME_HERE carries no value")
-        threads = _thread_count(pid)
-        if threads > 1:
-            reason = (
-                f"sandbox_me_here() was called with {threads} threads running; it must be"
-                " called while the process is single-threaded"
-            )
-            await comms.send_frame(TAG_ERROR, reason.encode())
-            raise CommsError(reason)
-        await comms.send_frame(TAG_POLICY, kernel_filter(self._policy, pre_exec=False))
 
     def _abort_setup(self) -> None:
         """Ends a set-up in progress: the children see their setup socket close and exit."""
@@ -525,24 +509,7 @@ class Sandbox:
             stream = getattr(self, name)
             if stream is not None:
                 await stream.aclose()
-        for sock in self._stdio.pipes.values():
-            sock.close()  # those run() read itself; closing a stream's twice is harmless
-        callers, self._stdio.caller_fds = self._stdio.caller_fds, []
-        relays = [caller_fd.relay for caller_fd in callers if caller_fd.relay is not None]
-        if self._done.is_set():
-            # What the sandboxee wrote before it ended goes on to the caller's fd: now, as
-            # far as the caller's side takes it, and after we return, in the background,
-            # as the caller reads (at most its socket's queue and one chunk are left).
-            with anyio.CancelScope(shield=True):
-                for relay in relays:
-                    await relay.settled.wait()
-            self._relays = [relay for relay in relays if not relay.finished.is_set()]
-        else:
-            for relay in relays:
-                relay.close()
-        for caller_fd in callers:
-            caller_fd.close()
-            caller_fd.run_ended()
+        self._relays = await self._stdio.aclose(run_over=self._done.is_set())
 
     async def _output_delivered(self) -> None:
         """Waits until relayed output has all reached the caller's fds (the CLI waits for
@@ -567,18 +534,6 @@ class Sandbox:
     def status(self) -> Status | None:
         """The final status once the run has ended, else None."""
         return self._result.status if self._result is not None else None
-
-
-def _thread_count(pid: int) -> int:
-    """The number of threads of a process (1 if it cannot be read: it is exiting)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 1
 
 
 def _kill_pid(pid: int) -> None:
