@@ -19,6 +19,7 @@ executor's close hook).  A server whose executor is dropped unclosed is killed.
 from __future__ import annotations
 
 import os
+import socket
 import weakref
 
 import anyio
@@ -31,6 +32,7 @@ from ._executor import IPC, Executor, on_aclose
 from ._launcher import ChildStdio, Launch, kill_init, pid_depth, spawn
 from ._policy import MountKind, Policy
 from ._setup_protocol import SetupFailed
+from ._spawn_plan import fd_table, rlimits
 
 __all__ = ["CustomForkServer", "server_for"]
 
@@ -105,6 +107,38 @@ class CustomForkServer:
         """How many pid namespaces the fork server is in, counted from ours (its
         ``NSpid``); its children's inits must be one deeper.  None if it is gone."""
         return self._pid_depth
+
+    async def fork_child(
+        self, executor: Executor, fork_executor: Executor, policy: Policy, stdio: ChildStdio
+    ) -> None:
+        """Asks for the child that runs ``executor`` (made by ``from_fork_server``), with
+        the fds of its fd table (our ends in ``stdio``); the executor's own fds are closed
+        once sent.  The child's pid arrives on its channel (see ForkedLaunch).
+
+        Raises:
+            PolicyError, SetupError: as :meth:`fork`.
+        """
+        # The child's first frame carries its pid, which the kernel translates for us: the
+        # option is on before the child exists, so the frame cannot arrive without it.
+        executor.ipc._ensure_channel().setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        closing: list[int] = []
+        try:
+            table = fd_table(executor)
+            fds = stdio.open(table, closing)
+            closing.append(executor.ipc._take_channel_peer().detach())
+            await self.fork(
+                fork_executor,
+                policy,
+                fds=[closing[-1], *fds],
+                targets=table.targets,
+                cwd=executor.cwd,
+                rlimits=rlimits(executor.limits),
+            )
+        finally:
+            for fd in closing:
+                os.close(fd)
+            stdio.sent()
+            executor.ipc.close()
 
     async def fork(
         self,

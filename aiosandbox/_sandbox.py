@@ -23,7 +23,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -49,7 +48,6 @@ from ._monitor._verdict import Phase, StopJudge
 from ._policy import Policy, kernel_instructions
 from ._result import Result, ResultBuilder, SetupReason, Status
 from ._setup_protocol import SetupFailed
-from ._spawn_plan import fd_table, rlimits
 from ._stdio import Relay, capture
 from ._task_home import Outcome, TaskHome
 
@@ -253,31 +251,10 @@ class Sandbox:
 
     async def _spawn_forked(self, fork_executor: Executor) -> None:
         """Mode (c): asks the custom fork server for a child and attaches to it."""
-        executor = self._executor
         server = server_for(fork_executor)
-        # The child's first frame carries its pid, which the kernel translates for us: the
-        # option is on before the child exists, so the frame cannot arrive without it.
-        executor.ipc._ensure_channel().setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         # Before the request: a kill meanwhile ends the child by closing its channel.
-        self._launch = launch = ForkedLaunch(executor.ipc)
-        closing: list[int] = []
-        try:
-            table = fd_table(executor)
-            fds = self._stdio.open(table, closing)
-            closing.append(executor.ipc._take_channel_peer().detach())
-            await server.fork(
-                fork_executor,
-                self._policy,
-                fds=[closing[-1], *fds],
-                targets=table.targets,
-                cwd=executor.cwd,
-                rlimits=rlimits(executor.limits),
-            )
-        finally:
-            for fd in closing:
-                os.close(fd)
-            self._stdio.sent()
-            executor.ipc.close()
+        self._launch = launch = ForkedLaunch(self._executor.ipc)
+        await server.fork_child(self._executor, fork_executor, self._policy, self._stdio)
         await self._adopt_streams()
         launch.server_depth = server.pid_depth
         outcome = await launch.await_child()
