@@ -15,6 +15,8 @@ Every other module uses anyio.  Two things anyio does not offer are needed here:
   can deadlock the process (the bytes are redundant: one pending byte is enough).
 * A timer that fires whether or not any task awaits the sandbox (the wall-time limit must
   kill a sandboxee that nobody is waiting for yet), and that can be re-armed.
+* A task that is no task's child: the one that holds a started sandbox's task group,
+  which outlives the task that called ``start()``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 from ._exceptions import SetupError
 
@@ -32,6 +34,7 @@ __all__ = [
     "call_when_readable",
     "forget_readable",
     "hub_for_running_loop",
+    "spawn_task",
 ]
 
 
@@ -141,3 +144,17 @@ def forget_readable(fd: int) -> None:
     """Drops any :func:`call_when_readable` callback on ``fd``; call it before closing the
     fd, or a later fd with the same number would inherit the registration."""
     asyncio.get_running_loop().remove_reader(fd)
+
+
+# Tasks spawned by spawn_task, held until they end: the loop keeps only weak references to
+# its tasks, and a task that nothing else holds may be collected while it is pending.
+_spawned: set[asyncio.Task[None]] = set()
+
+
+def spawn_task(function: Callable[[], Coroutine[object, object, None]]) -> None:
+    """Runs ``function()`` as a task of the running loop, child of no task (anyio has no
+    such call: a task group's tasks are joined by the task that opened it, and a sandbox
+    outlives the task that started it)."""
+    task = asyncio.get_running_loop().create_task(function())
+    _spawned.add(task)
+    task.add_done_callback(_spawned.discard)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
@@ -15,7 +15,6 @@ from ._sockets import blocking_socketpair
 
 if TYPE_CHECKING:
     from ._comms import Comms
-    from ._custom_fork import CustomForkServer
 
 __all__ = ["DEVNULL", "IPC", "PIPE", "Executor", "Limits"]
 
@@ -27,6 +26,16 @@ DEVNULL: Final = -3
 StdioSpec = int | None
 
 _MAX_FD = 1 << 20
+
+# What runs on an executor's behalf and ends with its aclose(): a custom fork server (see
+# _custom_fork, which registers here).  The executor is a value: it holds no process and
+# imports nothing that does.
+_ACLOSE_HOOKS: list[Callable[[Executor], Awaitable[None]]] = []
+
+
+def on_aclose(hook: Callable[[Executor], Awaitable[None]]) -> None:
+    """Makes every ``Executor.aclose()`` await ``hook(executor)`` first."""
+    _ACLOSE_HOOKS.append(hook)
 
 
 @dataclass
@@ -209,7 +218,7 @@ class Executor:
         self.limits = _copy_limits(limits)
         self.ipc = IPC()
         self._used = False
-        self._fork_server: CustomForkServer | None = None  # set on a fork-server executor
+        self._serves_forks = False  # a custom fork server's (see from_fork_server)
         self._forked_from: Executor | None = None  # set on an executor of its children
 
     @classmethod
@@ -244,7 +253,7 @@ class Executor:
             raise TypeError(f"fork_executor must be an Executor, not {fork_executor!r}")
         if fork_executor._forked_from is not None:
             raise ValueError("a fork server cannot itself be forked from a fork server")
-        if fork_executor._used and fork_executor._fork_server is None:
+        if fork_executor._used and not fork_executor._serves_forks:
             raise ValueError("this executor ran an ordinary sandbox; it cannot be a fork server")
         child = cls.__new__(cls)
         child.path = fork_executor.path
@@ -258,19 +267,16 @@ class Executor:
         child.limits = _copy_limits(limits)
         child.ipc = IPC()
         child._used = False
-        child._fork_server = None
+        child._serves_forks = False
         child._forked_from = fork_executor
-        if fork_executor._fork_server is None:
-            from ._custom_fork import CustomForkServer
-
-            fork_executor._fork_server = CustomForkServer(fork_executor)
-            fork_executor._used = True
+        fork_executor._serves_forks = True
+        fork_executor._used = True
         return child
 
     async def aclose(self) -> None:
         """Stops this executor's custom fork server, if it runs one, and closes its fds."""
-        if self._fork_server is not None:
-            await self._fork_server.aclose()
+        for hook in _ACLOSE_HOOKS:
+            await hook(self)
         self.ipc.close()
 
     def __repr__(self) -> str:

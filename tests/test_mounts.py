@@ -26,7 +26,7 @@ import anyio
 import pytest
 
 from aiosandbox import PIPE, Executor, PolicyBuilder, PolicyError, Result, Sandbox, Status
-from aiosandbox._sandbox import host_ids, root_inodes, user_count_limits
+from aiosandbox._spawn_plan import host_ids, root_inodes, user_count_limits
 from aiosandbox.policy import dumps, loads
 
 from .conftest import SOURCES, compile_c
