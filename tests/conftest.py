@@ -8,38 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from aiosandbox._forkserver._client import fork_server
 
-SOURCES = Path(__file__).parent / "sandboxees"
-
-
-@dataclass(frozen=True)
-class Binaries:
-    """Paths of the compiled test sandboxees (see tests/sandboxees/testcase.c)."""
-
-    static: str
-    dynamic: str
-
-
-def compile_c(source: Path, output: Path, *flags: str) -> str:
-    """Compiles one C sandboxee with gcc; skips the test if there is no gcc."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the C sandboxees")
-    subprocess.run(
-        ["gcc", "-O2", "-pthread", *flags, "-o", str(output), str(source)],
-        check=True,
-        capture_output=True,
-    )
-    return str(output)
+from ._support import SOURCES, Binaries, compile_c
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from aiosandbox._cli._common import parse_size
 from aiosandbox._cli._run import _endpoint
 from aiosandbox.policy import dump
 
-from .conftest import SOURCES, compile_c
+from .._support import SOURCES, compile_c
 
 PYTHON = "/usr/bin/python3"
 

@@ -18,7 +18,7 @@ import pytest
 
 from aiosandbox import Buffer
 
-from .test_comms import comms_pair, peer_thread
+from ._pairs import comms_pair, peer_thread
 
 PAGE = mmap.PAGESIZE
 

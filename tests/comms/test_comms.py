@@ -16,10 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from functools import partial
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -30,47 +27,10 @@ from aiosandbox import Comms, CommsError
 from aiosandbox._comms import _wire
 from aiosandbox._comms._blocking import BlockingComms
 
-REPO = Path(__file__).resolve().parents[1]
+from .._support import ROOT
+from ._pairs import async_pair, comms_pair, peer_thread
 
-
-# --- helpers (also used by test_comms_hostile.py and test_comms_fuzz.py) ---------------
-
-
-@contextmanager
-def comms_pair(**kwargs: Any) -> Iterator[tuple[Comms, BlockingComms]]:
-    """An async Comms and a BlockingComms joined by a socketpair; both closed after."""
-    ours, theirs = socket.socketpair()
-    comms = Comms(ours, **kwargs)
-    peer = BlockingComms.from_socket(theirs, **kwargs)
-    try:
-        yield comms, peer
-    finally:
-        comms.close()
-        peer.close()
-
-
-@contextmanager
-def async_pair(**kwargs: Any) -> Iterator[tuple[Comms, Comms]]:
-    """Two async Comms joined by a socketpair."""
-    left, right = socket.socketpair()
-    a, b = Comms(left, **kwargs), Comms(right, **kwargs)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
-
-
-@asynccontextmanager
-async def peer_thread(comms: Comms, peer: Callable[[], object]) -> AsyncIterator[None]:
-    """Runs the blocking peer in a thread while the body runs.  The async end is closed on
-    the way out, so a peer still waiting sees the channel end instead of hanging."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(anyio.to_thread.run_sync, peer))
-        try:
-            yield
-        finally:
-            comms.close()
+# --- helpers ---------------------------------------------------------------------------
 
 
 def echo(peer: BlockingComms, kind: str, count: int = 1) -> Callable[[], None]:
@@ -86,7 +46,7 @@ def echo(peer: BlockingComms, kind: str, count: int = 1) -> Callable[[], None]:
 
 
 def child_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 # --- every type, both ways -------------------------------------------------------------

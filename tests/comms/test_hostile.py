@@ -27,7 +27,7 @@ from aiosandbox import Comms, CommsError
 from aiosandbox._comms import _wire
 from aiosandbox._comms._transport import MAX_FDS
 
-from .test_comms import async_pair
+from ._pairs import async_pair
 
 PROMPT = 2.0  # seconds: every attack must be over well within this
 

@@ -13,7 +13,7 @@ import pytest
 
 from aiosandbox import Executor, PolicyBuilder, Sandbox, Status
 
-from .conftest import Binaries, compile_c
+from .._support import SOURCES, Binaries, compile_c
 
 pytestmark = pytest.mark.nonroot
 
@@ -22,7 +22,7 @@ STORM_SECONDS = 2.0
 
 @pytest.fixture(scope="module")
 def signal_storm(build_dir: Path) -> str:
-    source = Path(__file__).parent / "sandboxees" / "signal_storm.c"
+    source = SOURCES / "signal_storm.c"
     return compile_c(source, build_dir / "signal_storm", "-static")
 
 

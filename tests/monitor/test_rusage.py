@@ -14,7 +14,7 @@ import pytest
 
 from aiosandbox import Executor, PolicyBuilder, Sandbox, Status
 
-from .conftest import compile_c
+from .._support import SOURCES, compile_c
 
 pytestmark = pytest.mark.nonroot
 
@@ -23,7 +23,7 @@ MIB_IN_KIB = 1024
 
 @pytest.fixture(scope="module")
 def memory_user(build_dir: Path) -> str:
-    source = Path(__file__).parent / "sandboxees" / "memory_user.c"
+    source = SOURCES / "memory_user.c"
     return compile_c(source, build_dir / "memory_user", "-static")
 
 

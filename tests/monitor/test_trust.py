@@ -16,11 +16,10 @@ import pytest
 from aiosandbox import PIPE, Executor, PolicyBuilder, Result, Sandbox, Status, bpf
 from aiosandbox._policy import TraceCode
 
-from .conftest import compile_c
+from .._support import INCLUDE, SOURCES, compile_c
 
 pytestmark = pytest.mark.nonroot
 
-INCLUDE = Path(__file__).parents[1] / "aiosandbox" / "include"
 COMMS_FD = 1023
 # Every trace value the monitor gives a meaning to, and two it does not.
 FORGED_DATA = [*(hex(code) for code in TraceCode), "0x0", "0xffff"]
@@ -28,7 +27,7 @@ FORGED_DATA = [*(hex(code) for code in TraceCode), "0x0", "0xffff"]
 
 @pytest.fixture(scope="module")
 def stacker(build_dir: Path) -> str:
-    source = Path(__file__).parent / "sandboxees" / "filter_stacker.c"
+    source = SOURCES / "filter_stacker.c"
     return compile_c(source, build_dir / "filter_stacker", "-static", f"-I{INCLUDE}")
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from .._support import ROOT
+
 pytestmark = pytest.mark.nonroot
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = ROOT / "examples"
 
 
 def run_example(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import pytest
 
 import aiosandbox
 
-ROOT = Path(__file__).resolve().parent.parent
+from .._support import ROOT
 
 _INIT = '''\
 """A package for the test."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .._support import ROOT
+
 TYPE_TEST = ROOT / "type_tests" / "readme_and_spec.py"
 
 _FENCE = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)

@@ -99,7 +99,7 @@ from aiosandbox._policy._bpf import (
     stmt,
 )
 
-from .conftest import SOURCES, compile_c
+from .._support import SOURCES, compile_c
 
 Instruction = bpf.Instruction
 U64 = (1 << 64) - 1

@@ -32,9 +32,9 @@ from aiosandbox._policy._bpf_text import _decompile, parse_bpf, render_block
 from aiosandbox._policy._toml_positions import Positions
 from aiosandbox.policy import PolicyFile, dump, dumps, load, loads
 
-from .conftest import Binaries
+from .._support import ROOT, Binaries
 
-DOCS = Path(__file__).parent.parent / "docs" / "policy-files.md"
+DOCS = ROOT / "docs" / "policy-files.md"
 
 # --- a hand-written file -----------------------------------------------------------------
 

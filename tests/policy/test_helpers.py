@@ -32,7 +32,7 @@ from aiosandbox import Executor, PolicyBuilder, Result, Sandbox, Status, bpf
 from aiosandbox._policy import HOST_ARCH, syscall_number
 from aiosandbox._policy._arch import syscall_number_or_none
 
-from .conftest import SOURCES, compile_c
+from .._support import SOURCES, compile_c
 
 pytestmark = pytest.mark.nonroot
 

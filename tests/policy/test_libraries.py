@@ -29,7 +29,8 @@ from aiosandbox._policy._libraries import (
     resolve_libraries,
 )
 
-SANDBOXEES = Path(__file__).parent / "sandboxees"
+from .._support import SOURCES
+
 HOST_INTERP = "/lib64/ld-linux-x86-64.so.2"
 
 needs_ldd = pytest.mark.skipif(shutil.which("ldd") is None, reason="needs ldd (glibc's libc-bin)")
@@ -116,7 +117,7 @@ def test_ls_on_debian_keeps_the_loaders_spelling() -> None:
 def test_static_binary_needs_nothing(cc: object, tmp_path: Path) -> None:
     if not any(Path(d, "libc.a").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib")):
         pytest.skip("needs a static libc (libc6-dev)")
-    hello = cc("hello", SANDBOXEES / "hello.c", "-static")  # type: ignore[operator]
+    hello = cc("hello", SOURCES / "hello.c", "-static")  # type: ignore[operator]
     assert resolve_libraries(str(hello)) == ()
     assert subprocess.run([hello], capture_output=True, check=True).stdout == b"hello\n"
 

@@ -52,12 +52,10 @@ from aiosandbox.client._client import FD_MAP_ENV, parse_fd_map
 from aiosandbox.client._forking import arrange_fds
 from aiosandbox.client._request import RLIM_INFINITY, ForkRequest, parse_fork_request
 
-from .conftest import compile_c
+from .._support import INCLUDE, ROOT, SOURCES, compile_c
 
 pytestmark = pytest.mark.nonroot
 
-INCLUDE = Path(__file__).parents[1] / "aiosandbox" / "include"
-SOURCES = Path(__file__).parent / "sandboxees"
 TIMEOUT = 10.0
 EXIT_POLICY_FAILED = 125
 
@@ -344,7 +342,7 @@ def test_importing_the_client_stays_cheap() -> None:
         text=True,
         check=True,
         timeout=30,
-        cwd=Path(__file__).parents[1],
+        cwd=ROOT,
     )
     assert out.stdout.strip() == "[]"
 

@@ -20,9 +20,11 @@ import pytest
 import aiosandbox
 from aiosandbox import Executor, Policy, PolicyBuilder, PolicyError, Sandbox, Status
 
+from .._support import SOURCES
+
 pytestmark = pytest.mark.nonroot
 
-SCRIPT = str(Path(__file__).parent / "sandboxees" / "py_client.py")
+SCRIPT = str(SOURCES / "py_client.py")
 # What the sandboxee imports besides the standard library: aiosandbox.client, and msgpack
 # for send_msg and the fork requests. Mounted where they are, found through PYTHONPATH: the
 # same test runs from a copy, as nobody, with its dependencies outside site-packages.

@@ -28,7 +28,7 @@ import aiosandbox
 from aiosandbox import PIPE, Executor, PolicyBuilder, Result, Sandbox, Status, bpf
 from aiosandbox._policy._libraries import resolve_libraries
 
-from .conftest import SOURCES, compile_c
+from .._support import SOURCES, compile_c
 
 pytestmark = pytest.mark.nonroot
 

@@ -22,18 +22,17 @@ import pytest
 
 from aiosandbox import Executor, Policy, PolicyBuilder, Sandbox, Status, bpf
 
-from .conftest import compile_c
+from .._support import INCLUDE, SOURCES, compile_c
 
 pytestmark = pytest.mark.nonroot
 
-INCLUDE = Path(__file__).parents[1] / "aiosandbox" / "include"
 COMMS_FD = 1023
 MARKER_FD = 5
 
 
 @pytest.fixture(scope="session")
 def fork_neighbours(build_dir: Path) -> str:
-    source = Path(__file__).parent / "sandboxees" / "fork_neighbours.c"
+    source = SOURCES / "fork_neighbours.c"
     return compile_c(source, build_dir / "fork_neighbours", "-static", f"-I{INCLUDE}")
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from aiosandbox import Executor, Limits, PolicyBuilder, Sandbox, Status
 
-from .conftest import Binaries
+from .._support import Binaries
 
 pytestmark = pytest.mark.nonroot
 

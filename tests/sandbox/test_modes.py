@@ -36,17 +36,16 @@ from aiosandbox._comms._blocking import BlockingComms
 from aiosandbox._comms._wire import TAG_FORK_GO, TAG_FORK_REQUEST, TAG_INT64
 from aiosandbox.client._request import ForkRequest, parse_fork_request
 
-from .conftest import compile_c
+from .._support import INCLUDE, SOURCES, compile_c
 
 pytestmark = pytest.mark.nonroot
 
-INCLUDE = Path(__file__).parents[1] / "aiosandbox" / "include"
 COMMS_FD = 1023
 
 
 @pytest.fixture(scope="session")
 def c_modes(build_dir: Path) -> str:
-    source = Path(__file__).parent / "sandboxees" / "c_modes.c"
+    source = SOURCES / "c_modes.c"
     return compile_c(source, build_dir / "c_modes", "-static", f"-I{INCLUDE}")
 
 
@@ -331,7 +330,7 @@ DRIVER_TIMEOUT = 20
 
 @pytest.fixture(scope="session")
 def c_fork(build_dir: Path) -> str:
-    source = Path(__file__).parent / "sandboxees" / "c_fork.c"
+    source = SOURCES / "c_fork.c"
     try:
         sanitizers = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all")
         return compile_c(source, build_dir / "c_fork_asan", *sanitizers, *STRICT)

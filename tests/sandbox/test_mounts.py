@@ -29,7 +29,7 @@ from aiosandbox import PIPE, Executor, PolicyBuilder, PolicyError, Result, Sandb
 from aiosandbox._sandbox import host_ids, root_inodes, user_count_limits
 from aiosandbox.policy import dumps, loads
 
-from .conftest import SOURCES, compile_c
+from .._support import SOURCES, compile_c
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs a root supervisor")
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -28,7 +28,7 @@ from aiosandbox import (
 )
 from aiosandbox._policy import syscall_number
 
-from .conftest import Binaries
+from .._support import Binaries
 
 GETPPID = syscall_number("getppid")
 SOCKET = syscall_number("socket")

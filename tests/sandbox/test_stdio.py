@@ -20,7 +20,7 @@ import pytest
 
 from aiosandbox import PIPE, Executor, Limits, PolicyBuilder, Sandbox, Status
 
-from .conftest import SOURCES, compile_c
+from .._support import SOURCES, compile_c, peak_rss, peak_rss_reset
 
 pytestmark = pytest.mark.nonroot
 
@@ -70,31 +70,18 @@ async def test_await_result_ends_the_streams_a_caller_reads(abuser: str) -> None
     assert received.startswith(b"before\n")
 
 
-def _peak_rss_reset() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM (proc(5))
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) << 10
-    raise AssertionError("no VmHWM")
-
-
 async def test_output_is_bounded_by_output_limit(abuser: str) -> None:
     # Finding 6: 1 GiB of output from a sandboxee limited to 64 MiB of address space.
     limits = Limits(rlimit_as=64 << 20, output_limit=1 << 20)
     executor = Executor(abuser, ["abuser", "flood", "1", "1024"], stdout=PIPE, limits=limits)
-    _peak_rss_reset()
-    before = _peak_rss()
+    peak_rss_reset()
+    before = peak_rss()
     result = await run(executor)
     assert result.status is Status.OK, str(result)  # type: ignore[attr-defined]
     assert result.stdout == b"o" * (1 << 20)  # type: ignore[attr-defined]
     assert result.output_truncated  # type: ignore[attr-defined]
     assert "output truncated" in str(result)
-    assert _peak_rss() - before < 48 << 20
+    assert peak_rss() - before < 48 << 20
 
 
 async def test_output_within_the_limit_is_kept_whole(abuser: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 from aiosandbox import PIPE, Executor, Limits, PolicyBuilder, Sandbox, Status
 from aiosandbox._stdio import give
 
-from .conftest import SOURCES, compile_c
+from .._support import ROOT, SOURCES, compile_c, peak_rss, peak_rss_reset
 
 pytestmark = pytest.mark.nonroot
 
@@ -107,7 +107,7 @@ def test_a_default_socket_timeout_does_not_break_the_fork_server(red: str) -> No
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).parent.parent,
+        cwd=ROOT,
     )
     assert done.stdout.strip() == "OK b'hi'", done.stdout + done.stderr
 
@@ -196,19 +196,6 @@ async def test_a_pty_master_is_refused_not_swapped_for_a_new_pty(red: str) -> No
         os.close(slave)
 
 
-def _peak_rss_reset() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) << 10
-    raise AssertionError("no VmHWM")
-
-
 async def test_single_byte_writes_do_not_multiply_the_output_limit(red: str) -> None:
     # Capture keeps one bytes object per recv: 1-byte writes that the supervisor keeps up
     # with cost ~50 bytes of supervisor memory per byte kept, and the join and the free of
@@ -224,13 +211,13 @@ async def test_single_byte_writes_do_not_multiply_the_output_limit(red: str) -> 
             await anyio.sleep(0.01)
             lags.append(time.monotonic() - before - 0.01)
 
-    _peak_rss_reset()
-    before = _peak_rss()
+    peak_rss_reset()
+    before = peak_rss()
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
         result = await run(executor)
         tg.cancel_scope.cancel()
-    grown = _peak_rss() - before
+    grown = peak_rss() - before
     assert result.status is Status.OK, str(result)
     assert len(result.stdout) == limit
     print(f"peak RSS +{grown >> 20} MiB, worst loop lag {max(lags) * 1000:.0f} ms")
