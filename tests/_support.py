@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from aiosandbox import Violation
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 # The C (and Python) sandboxees; conftest.py compiles testcase.c, modules compile the rest.
@@ -54,3 +56,15 @@ def peak_rss() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) << 10
     raise AssertionError("no VmHWM")
+
+
+def violation(nr: int = 41) -> Violation:
+    """A Violation as the monitor reports one: socket(2) refused (``nr`` 41 on x86-64)."""
+    return Violation(
+        syscall_name="socket",
+        syscall_nr=nr,
+        args=(2, 1, 0, 0, 0, 0),
+        arch="x86_64",
+        pid=1234,
+        description="socket(AF_INET, SOCK_STREAM, 0)",
+    )

@@ -2,9 +2,8 @@
 and anyio's ``test_all_attributes.py``.
 
 A change to a public name must change this file too: adding a name means adding it to the
-expected sets below, building a SPEC name means moving it out of ``NOT_YET_BUILT``.  The
-second half tests :class:`aiosandbox._result.ResultBuilder`, the pure core that decides a
-run's final status.
+expected sets below, building a SPEC name means moving it out of ``NOT_YET_BUILT``.
+(:class:`aiosandbox._result.ResultBuilder` is tested in tests/sandbox/test_result.py.)
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import enum
 import importlib
 import importlib.util
 import inspect
-import resource
-import signal
 import sys
 import types
 from typing import Any
@@ -37,7 +34,8 @@ from aiosandbox import (
     Violation,
     bpf,
 )
-from aiosandbox._result import ResultBuilder, SetupReason
+
+from .._support import violation
 
 PUBLIC_MODULES = ("aiosandbox", "aiosandbox.bpf", "aiosandbox.policy", "aiosandbox.client")
 
@@ -325,17 +323,6 @@ def _is_frozen_dataclass(cls: type) -> bool:
     return dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
 
 
-def _violation(nr: int = 41) -> Violation:
-    return Violation(
-        syscall_name="socket",
-        syscall_nr=nr,
-        args=(2, 1, 0, 0, 0, 0),
-        arch="x86_64",
-        pid=1234,
-        description="socket(AF_INET, SOCK_STREAM, 0)",
-    )
-
-
 def test_result_is_a_frozen_dataclass_with_the_spec_fields() -> None:
     assert _is_frozen_dataclass(Result)
     assert _field_names(Result) == SPEC_RESULT_FIELDS + EXTRA_RESULT_FIELDS
@@ -348,7 +335,7 @@ def test_violation_is_a_frozen_dataclass_with_the_spec_fields() -> None:
     assert _is_frozen_dataclass(Violation)
     assert _field_names(Violation) == SPEC_VIOLATION_FIELDS
     with pytest.raises(dataclasses.FrozenInstanceError):
-        _violation().pid = 1  # type: ignore[misc]
+        violation().pid = 1  # type: ignore[misc]
 
 
 def test_status_members() -> None:
@@ -365,125 +352,3 @@ def test_limits_defaults_are_sandbox2s() -> None:
     assert limits.rlimit_core == 0
     assert limits.wall_time_limit == 120
     assert limits.output_limit == 64 << 20  # beyond Sandbox2 (SPEC.md 1)
-
-
-# --- ResultBuilder ---------------------------------------------------------------------
-
-RUSAGE = resource.getrusage(resource.RUSAGE_SELF)
-
-
-def test_first_decisive_event_wins() -> None:
-    builder = ResultBuilder()
-    builder.violation(_violation(41))
-    builder.setup_failed(SetupReason.FAILED_SUBPROCESS, "too late")
-    builder.internal_error(SetupReason.FAILED_MONITOR, "too late")
-    builder.violation(_violation(42))
-    result = builder.build(0.5)
-    assert result.status is Status.VIOLATION
-    assert result.reason_code == 41
-    assert result.violation == _violation(41)
-    assert result.detail == ""
-
-    builder = ResultBuilder()
-    builder.setup_failed(SetupReason.FAILED_SUBPROCESS, "no such directory")
-    builder.violation(_violation())
-    builder.main_exited(0, None, RUSAGE)
-    result = builder.build(0.5)
-    assert result.status is Status.SETUP_ERROR
-    assert result.reason_code == SetupReason.FAILED_SUBPROCESS
-    assert result.violation is None
-    assert result.exit_code is None
-    assert result.detail == "no such directory"
-
-
-@pytest.mark.parametrize(
-    ("kill", "timeout", "exit_code", "signal_number", "status", "reason_code"),
-    [
-        (True, True, 0, None, Status.EXTERNAL_KILL, 0),
-        (True, False, None, signal.SIGKILL, Status.EXTERNAL_KILL, 0),
-        (False, True, 3, None, Status.TIMEOUT, 0),
-        (False, True, None, signal.SIGKILL, Status.TIMEOUT, 0),
-        (False, False, 3, None, Status.OK, 3),
-        (False, False, None, signal.SIGABRT, Status.SIGNALED, signal.SIGABRT),
-    ],
-)
-def test_main_exit_kill_outranks_timeout_outranks_exit(
-    kill: bool,
-    timeout: bool,
-    exit_code: int | None,
-    signal_number: int | None,
-    status: Status,
-    reason_code: int,
-) -> None:
-    builder = ResultBuilder()
-    if timeout:
-        builder.timed_out()
-    if kill:
-        builder.kill_requested()
-    assert not builder.decided
-    builder.main_exited(exit_code, signal_number, RUSAGE)
-    assert builder.decided
-    result = builder.build(1.25)
-    assert result.status is status
-    assert result.reason_code == reason_code
-    assert result.exit_code == (exit_code if status is Status.OK else None)
-    assert result.signal == (signal_number if status is Status.SIGNALED else None)
-    assert result.violation is None
-    assert result.rusage is RUSAGE
-    assert result.wall_time == 1.25
-
-
-def test_violation_before_a_kill_stays_a_violation() -> None:
-    builder = ResultBuilder()
-    builder.violation(_violation())
-    builder.kill_requested()
-    builder.timed_out()
-    builder.main_exited(None, signal.SIGKILL, RUSAGE)
-    result = builder.build(0.1)
-    assert result.status is Status.VIOLATION
-    assert result.violation == _violation()
-    assert result.signal is None
-
-
-def test_undecided_run_is_an_internal_error() -> None:
-    result = ResultBuilder().build(0.0)
-    assert result.status is Status.INTERNAL_ERROR
-    assert result.reason_code == SetupReason.FAILED_MONITOR
-
-
-def _one_of_each() -> list[Result]:
-    results = []
-    for steps in (
-        lambda b: b.main_exited(0, None, RUSAGE),
-        lambda b: b.main_exited(None, signal.SIGSEGV, RUSAGE),
-        lambda b: b.main_exited(None, 99, RUSAGE),  # no such signal
-        lambda b: b.violation(_violation()),
-        lambda b: (b.timed_out(), b.main_exited(None, signal.SIGKILL, RUSAGE)),
-        lambda b: (b.kill_requested(), b.main_exited(None, signal.SIGKILL, RUSAGE)),
-        lambda b: b.setup_failed(SetupReason.FAILED_SUBPROCESS, "cannot mount at /x"),
-        lambda b: b.setup_failed(SetupReason.FAILED_SUBPROCESS, ""),
-        lambda b: b.internal_error(SetupReason.FAILED_MONITOR, "monitor failed"),
-        lambda b: None,
-    ):
-        builder = ResultBuilder()
-        steps(builder)
-        results.append(builder.build(0.123))
-    return results
-
-
-def test_str_of_a_result_is_one_line() -> None:
-    results = _one_of_each()
-    assert {r.status for r in results} == set(Status)
-    for result in results:
-        text = str(result)
-        assert text and "\n" not in text, repr(text)
-        assert result.status.value in text
-
-
-def test_str_of_a_result_is_one_line_whatever_the_detail() -> None:
-    builder = ResultBuilder()
-    builder.setup_failed(
-        SetupReason.FAILED_SUBPROCESS,
-        "cannot change to the working directory /no\nsuch: No such file or directory",
-    )
-    assert "\n" not in str(builder.build(0.1))
