@@ -20,6 +20,8 @@ from aiosandbox import Buffer
 
 from ._pairs import comms_pair, peer_thread
 
+pytestmark = pytest.mark.pure
+
 PAGE = mmap.PAGESIZE
 
 

@@ -15,12 +15,15 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiosandbox import Comms, CommsError
 from aiosandbox._comms import _wire
 from aiosandbox._comms._blocking import BlockingComms
+
+pytestmark = pytest.mark.pure
 
 PACK: dict[str, tuple[int, Callable[[Any], bytes | memoryview]]] = {
     "bool": (_wire.TAG_BOOL, _wire.pack_bool),

@@ -29,6 +29,8 @@ from aiosandbox._comms._transport import MAX_FDS
 
 from ._pairs import async_pair
 
+pytestmark = pytest.mark.pure
+
 PROMPT = 2.0  # seconds: every attack must be over well within this
 
 

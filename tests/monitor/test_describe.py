@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from aiosandbox._monitor._describe import _SIGNATURES, MAX_STRING, describe_syscall
 
+pytestmark = pytest.mark.pure
+
 AT_FDCWD = 0xFFFFFFFFFFFFFF9C  # -100 as the register holds it
 MINUS_ONE = 0xFFFFFFFFFFFFFFFF
 

@@ -18,6 +18,8 @@ from aiosandbox._policy import (
     syscall_number,
 )
 
+pytestmark = pytest.mark.pure
+
 MAIN = 100
 AT_EMPTY_PATH = 0x1000
 GATE_ARGS = (1022, 0x1000, 0x2000, 0x3000, AT_EMPTY_PATH, EXEC_MAGIC)

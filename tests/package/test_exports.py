@@ -37,6 +37,8 @@ from aiosandbox import (
 
 from .._support import violation
 
+pytestmark = pytest.mark.pure
+
 PUBLIC_MODULES = ("aiosandbox", "aiosandbox.bpf", "aiosandbox.policy", "aiosandbox.client")
 
 # SPEC.md section 1-2 names that exist today.

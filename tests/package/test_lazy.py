@@ -18,6 +18,8 @@ import aiosandbox
 
 from .._support import ROOT
 
+pytestmark = pytest.mark.pure
+
 _INIT = '''\
 """A package for the test."""
 

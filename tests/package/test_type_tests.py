@@ -10,7 +10,11 @@ from __future__ import annotations
 import re
 import textwrap
 
+import pytest
+
 from .._support import ROOT
+
+pytestmark = pytest.mark.pure
 
 TYPE_TEST = ROOT / "type_tests" / "readme_and_spec.py"
 

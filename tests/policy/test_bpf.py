@@ -47,6 +47,8 @@ from aiosandbox._policy._bpf import (
 )
 from aiosandbox._policy._evaluator import run, seccomp_data
 
+pytestmark = pytest.mark.pure
+
 Instruction = bpf.Instruction
 U64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
 U32 = st.integers(min_value=0, max_value=(1 << 32) - 1)

@@ -33,7 +33,10 @@ from aiosandbox._policy import (
     unpack_program,
 )
 
-pytestmark = pytest.mark.skipif(HOST_ARCH is not Arch.X86_64, reason="x86-64 syscall numbers")
+pytestmark = [
+    pytest.mark.pure,
+    pytest.mark.skipif(HOST_ARCH is not Arch.X86_64, reason="x86-64 syscall numbers"),
+]
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNS = 0x00020000

@@ -20,6 +20,8 @@ from aiosandbox._policy._catalogue import PLAIN_GROUPS
 from aiosandbox._policy._engine import Engine
 from aiosandbox._policy._policy import BuilderCall
 
+pytestmark = pytest.mark.pure
+
 
 def _public_methods() -> set[str]:
     return {name for name in dir(PolicyBuilder) if not name.startswith("_")}

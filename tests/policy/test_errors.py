@@ -37,6 +37,8 @@ from aiosandbox._policy._bpf import (
     BPF_X,
 )
 
+pytestmark = pytest.mark.pure
+
 Instruction = bpf.Instruction
 Item = bpf.Instruction | bpf.Label | bpf.Jump
 Block = list[Item | tuple[Item, ...]]

@@ -13,6 +13,8 @@ from aiosandbox._result import ResultBuilder, SetupReason
 
 from .._support import violation
 
+pytestmark = pytest.mark.pure
+
 RUSAGE = resource.getrusage(resource.RUSAGE_SELF)
 
 
@@ -77,7 +79,7 @@ def test_main_exit_kill_outranks_timeout_outranks_exit(
     assert result.wall_time == 1.25
 
 
-def test_violation_before_a_kill_stays_aviolation() -> None:
+def test_violation_before_a_kill_stays_a_violation() -> None:
     builder = ResultBuilder()
     builder.violation(violation())
     builder.kill_requested()
