@@ -3,8 +3,8 @@
 channels on one loop, concurrency, cancellation and the caller's own mistakes.
 
 The blocking end runs in a thread, or in a child process where the fd must really cross
-a process boundary.  Hostile peers are in test_comms_hostile.py, property tests in
-test_comms_fuzz.py.
+a process boundary.  Hostile peers are in test_hostile.py, property tests in
+test_fuzz.py.
 """
 
 from __future__ import annotations

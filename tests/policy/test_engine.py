@@ -1,6 +1,6 @@
 """The policy package's parts: the rule engine, the catalogue's table, the façade's registry.
 
-The builder's behaviour is tested through PolicyBuilder elsewhere (test_policy_builder.py,
+The builder's behaviour is tested through PolicyBuilder elsewhere (test_builder.py,
 test_helpers.py); these tests pin how the façade is made from its parts.
 """
 
