@@ -30,8 +30,8 @@ with ``inspect`` and ``ast``, some 10-30 ms of imports under ``python -S``; even
 ``_ast`` costs 1.6 ms to import and ``compile(..., PyCF_ONLY_AST)`` 0.3 ms a package, more
 than everything else ``import aiosandbox.client`` adds to a sandboxee. So the block is read
 as lines, in a strict form that ruff's isort keeps (one ``from .x import name as name`` a
-line) and that is refused otherwise; tests/test_lazy.py checks the result against ``ast``. No
-``typing`` either, for the same reason.
+line) and that is refused otherwise; tests/package/test_lazy.py checks the result against
+``ast``. No ``typing`` either, for the same reason.
 """
 
 from importlib import import_module

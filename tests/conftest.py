@@ -1,45 +1,29 @@
 """Shared fixtures: the compiled test sandboxees, and a check that no test leaks.
 
 Every test is checked, after it ends, for what a sandbox must never leave behind: a child
-process of the supervisor or of the fork server, an open fd, a new mount.
+process of the supervisor or of the fork server, an open fd, a new mount.  Looking for
+processes reads the stat file of every process of the machine, twice a test: it costs a pure
+test more than the test itself, so a module marked ``pure`` (it starts no sandbox, no
+subprocess, no fork) is checked for fds and mounts only.  The check is on by default: a new
+test that starts processes is checked whether or not its author knew of the marker.
+
+Helpers that test modules share are in _support.py: test modules import nothing from here.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from aiosandbox._forkserver._client import fork_server
 
-SOURCES = Path(__file__).parent / "sandboxees"
-
-
-@dataclass(frozen=True)
-class Binaries:
-    """Paths of the compiled test sandboxees (see tests/sandboxees/testcase.c)."""
-
-    static: str
-    dynamic: str
-
-
-def compile_c(source: Path, output: Path, *flags: str) -> str:
-    """Compiles one C sandboxee with gcc; skips the test if there is no gcc."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the C sandboxees")
-    subprocess.run(
-        ["gcc", "-O2", "-pthread", *flags, "-o", str(output), str(source)],
-        check=True,
-        capture_output=True,
-    )
-    return str(output)
+from ._support import SOURCES, Binaries, compile_c
 
 
 @pytest.fixture(scope="session")
@@ -101,15 +85,17 @@ def _leftover_processes() -> set[int]:
 
 
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Fails a test that leaves a process, an fd or a mount behind."""
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails a test that leaves a process, an fd or a mount behind (processes: unless the
+    test is marked ``pure``)."""
+    starts_processes = request.node.get_closest_marker("pure") is None
     fds_before = _open_fds()
-    processes_before = _leftover_processes()
+    processes_before = _leftover_processes() if starts_processes else set()
     mounts_before = _mounts()
     yield
     deadline = time.monotonic() + 3
     while True:
-        processes = _leftover_processes() - processes_before
+        processes = _leftover_processes() - processes_before if starts_processes else set()
         fds = _open_fds() - fds_before
         # The fork server's control socket appears with the first sandbox of the session.
         fds = {fd for fd in fds if "socket:" not in fd or not _is_fork_server_socket(fd)}

@@ -2,7 +2,7 @@
 
 scripts/run-tests type-checks this file and never runs it. Each block between ``# fmt: off``
 and ``# fmt: on`` is a code block of README.md as written there, dedented
-(``tests/test_type_tests.py`` checks that they match, so an example edited in the README is
+(``tests/package/test_type_tests.py`` checks that they match, so an example edited in the README is
 checked here too); around them stand the names a snippet takes from its context, and the
 README's prose examples. ``assert_type`` keeps a chain from passing because it became ``Any``,
 and each ``# type: ignore[...]`` is an error that must stay one: mypy --strict reports an

@@ -6,7 +6,7 @@ so a program the kernel would refuse is a :class:`PolicyError`, not an answer. I
 follows the kernel's run-time rules for classic BPF, which the kernel keeps when it converts
 the filter to eBPF (``bpf_convert_filter``, net/core/filter.c): A and X start at 0; a
 division by an X of 0 ends the program with 0, which seccomp reads as KILL_THREAD; a shift by
-X uses X's low 5 bits. tests/test_evaluator_kernel.py holds these answers against the kernel.
+X uses X's low 5 bits. tests/policy/test_evaluator_kernel.py holds these answers against the kernel.
 """
 
 from __future__ import annotations

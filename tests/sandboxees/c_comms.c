@@ -1,4 +1,4 @@
-/* A C sandboxee built on aiosandbox.h, for tests/test_client.py.
+/* A C sandboxee built on aiosandbox.h, for tests/sandbox/test_client.py.
  *
  * usage: c_comms FD SCENARIO
  * FD is moved to fd 1023 (the comms channel) first; SCENARIO picks what runs.

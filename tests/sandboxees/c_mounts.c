@@ -1,4 +1,4 @@
-/* The hostile sandboxee of tests/test_mounts.py: it tries to get more out of its mounts and
+/* The hostile sandboxee of tests/sandbox/test_mounts.py: it tries to get more out of its mounts and
  * its user namespace than the policy gave.  argv[1] picks the attempt; the exit status is
  * 0 when it succeeded, else the errno that stopped it.
  *

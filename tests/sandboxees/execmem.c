@@ -1,4 +1,4 @@
-/* The hostile sandboxee of tests/test_execmem.py: `execmem ROUTE [ARGS]` tries one way of
+/* The hostile sandboxee of tests/sandbox/test_execmem.py: `execmem ROUTE [ARGS]` tries one way of
  * running native code it wrote itself -- of making memory it can write executable.
  *
  * Each route writes a tiny function that returns RAN (77) into memory, makes that memory

@@ -1,4 +1,4 @@
-/* The sandboxee of tests/test_helpers.py: `helpers MODE [ARGS]` makes the syscalls one
+/* The sandboxee of tests/policy/test_helpers.py: `helpers MODE [ARGS]` makes the syscalls one
  * PolicyBuilder helper grants (or one just outside the grant), so a test can show that the
  * helper lets exactly those through.
  *

@@ -1,4 +1,4 @@
-/* The probe of tests/test_evaluator_kernel.py: it asks the kernel, and reports what the kernel
+/* The probe of tests/policy/test_evaluator_kernel.py: it asks the kernel, and reports what the kernel
  * answered, so that a test can hold the BPF evaluator against the real thing.
  *
  * All of stdin is read before anything is done, so a case that ends the process loses

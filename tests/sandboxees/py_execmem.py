@@ -1,4 +1,4 @@
-"""A hostile Python sandboxee of tests/test_execmem.py, in executor mode (b).
+"""A hostile Python sandboxee of tests/sandbox/test_execmem.py, in executor mode (b).
 
     py_execmem.py ROUTE
 

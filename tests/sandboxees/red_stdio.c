@@ -1,4 +1,4 @@
-/* Hostile sandboxee for tests/test_stdio_red.py (red team of the stdio supervisor).
+/* Hostile sandboxee for tests/sandbox/test_stdio_red.py (red team of the stdio supervisor).
  *
  *   seek OFF     lseek(1, OFF, SEEK_SET), then writes "x" to fd 1.
  *   say TEXT     writes TEXT to fd 1 after sleeping 200 ms (so two runs overlap).

@@ -1,4 +1,4 @@
-/* A sandboxee that attacks the supervisor through its stdio (tests/test_stdio.py).
+/* A sandboxee that attacks the supervisor through its stdio (tests/sandbox/test_stdio.py).
  *
  *   inflight   writes "before\n", then sends its fds 0, 1 and 2 over its comms channel
  *              (fd 1023) and over fd 1 itself, as SCM_RIGHTS nobody will receive: the
