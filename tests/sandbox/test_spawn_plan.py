@@ -36,8 +36,9 @@ from aiosandbox._spawn_plan import (
     spawn_request,
 )
 
+from .._support import ROOT
+
 SERVER = Path(aiosandbox.__file__).parent / "_forkserver" / "_server.py"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _server_constants() -> dict[str, object]:

@@ -13,6 +13,8 @@ from aiosandbox._setup_protocol import (
     SetupProtocol,
 )
 
+pytestmark = pytest.mark.pure  # no process: the protocol is fed messages
+
 
 def test_init_then_namespaces_then_the_sandboxee_completes() -> None:
     protocol = SetupProtocol()

@@ -9,7 +9,7 @@ import pytest
 from aiosandbox import PIPE, Executor, PolicyBuilder, Sandbox, Status
 from aiosandbox._task_home import TaskHome
 
-from .conftest import Binaries
+from .._support import Binaries
 
 pytestmark = pytest.mark.nonroot
 

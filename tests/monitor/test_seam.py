@@ -51,7 +51,7 @@ from aiosandbox._policy._bpf import (
 from aiosandbox._result import ResultBuilder, SetupReason, Status
 from aiosandbox._sandbox import Sandbox, observe_syscalls
 
-from .conftest import Binaries
+from .._support import Binaries
 
 MAIN = 100
 # What a seccomp user-notification monitor would end a process with (data is ignored).

@@ -17,9 +17,11 @@ import aiosandbox
 from aiosandbox import Executor, Policy, PolicyBuilder, Sandbox, Status
 from aiosandbox._custom_fork import CustomForkServer, server_for
 
+from .._support import SOURCES
+
 pytestmark = pytest.mark.nonroot
 
-SCRIPT = str(Path(__file__).parent / "sandboxees" / "py_client.py")
+SCRIPT = str(SOURCES / "py_client.py")
 PACKAGES = [str(Path(str(module.__file__)).parent) for module in (aiosandbox, msgpack)]
 
 
