@@ -55,7 +55,7 @@ from ._task_home import Outcome, TaskHome
 if TYPE_CHECKING:
     from ._comms import Comms
 
-__all__ = ["Sandbox", "observe_syscalls"]
+__all__ = ["Sandbox", "observe_syscalls", "output_delivered"]
 
 logger = logging.getLogger("aiosandbox.sandbox")
 
@@ -486,12 +486,6 @@ class Sandbox:
                 await stream.aclose()
         self._relays = await self._stdio.aclose(run_over=self._done.is_set())
 
-    async def _output_delivered(self) -> None:
-        """Waits until relayed output has all reached the caller's fds (the CLI waits for
-        this before it exits, and with it the loop that relays)."""
-        for relay in self._relays:
-            await relay.finished.wait()
-
     async def __aenter__(self) -> Sandbox:
         await self.start()
         return self
@@ -538,3 +532,11 @@ def observe_syscalls(sandbox: Sandbox, observer: SyscallObserver) -> None:
     if sandbox._started:
         raise RuntimeError("observe_syscalls() must come before the sandbox starts")
     sandbox._syscall_observer = observer
+
+
+async def output_delivered(sandbox: Sandbox) -> None:
+    """Waits until the output relayed to the caller's fds after the run has all reached
+    them (see :mod:`._stdio`): ``aiosandbox run`` waits for this before it exits, and
+    with it the loop that relays (inside the package only)."""
+    for relay in sandbox._relays:
+        await relay.finished.wait()

@@ -171,7 +171,7 @@ async def run_sandbox(
     """
     import anyio
 
-    from aiosandbox._sandbox import Sandbox, observe_syscalls
+    from aiosandbox._sandbox import Sandbox, observe_syscalls, output_delivered
 
     sandbox = Sandbox(executor, policy)
     if observer is not None:
@@ -193,7 +193,7 @@ async def run_sandbox(
         with delivering:
             # What the sandboxee wrote reaches our stdout and stderr before we exit, as a
             # program's own output would (a signal gives up on it).
-            await sandbox._output_delivered()
+            await output_delivered(sandbox)
     finally:
         for signum in _FORWARDED:
             loop.remove_signal_handler(signum)
