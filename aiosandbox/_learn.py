@@ -10,7 +10,7 @@ pseudo and volatile ones), a tmpfs at ``/tmp`` and three harmless devices; there
 only workloads you trust.  The file system is still a sandbox's, though: every mount is
 nodev (but the three devices it names), and the workload has an unprivileged user's rights
 on the host's files, also when ``aiosandbox learn`` runs as root (it cannot read
-``/etc/shadow``: see :func:`aiosandbox._sandbox.host_ids`).
+``/etc/shadow``: see :func:`aiosandbox._spawn_plan.host_ids`).
 
 The :class:`Recorder` is the pure core: it is fed syscalls (number, arguments, the path
 strings read from the tracee) and keeps, in first-use order, what the workload did:
