@@ -37,6 +37,7 @@ from ._spawn_plan import fd_table, rlimits
 __all__ = ["CustomForkServer", "server_for"]
 
 _SHUTDOWN_GRACE = 10.0  # seconds to wait for a killed fork server to exit
+_REQUEST_GRACE = 10.0  # seconds a fork server may take to read one request
 
 
 def _namespace_shape(policy: Policy) -> tuple[object, ...]:
@@ -162,12 +163,28 @@ class CustomForkServer:
             proc = [m.target for m in policy.mounts if m.kind is MountKind.PROC]
             request = msgpack.packb({"fds": targets, "cwd": cwd, "rlimits": rlimits, "proc": proc})
             comms = self._ipc._internal_comms()
-            try:
-                await comms.send_frame(TAG_FORK_REQUEST, request)
-                for fd in fds:
-                    await comms.send_fd(fd)
-            except CommsError as exc:
-                raise SetupError(f"the custom fork server does not take requests: {exc}") from exc
+            # A request goes whole or not at all: cancelled between two of its frames (the
+            # Comms yields every 0.5 ms, and whenever the socket is full), it would leave
+            # the server's stream out of step, and the server would serve nobody after.
+            # So the frames go shielded; a server that takes none of them for
+            # _REQUEST_GRACE is stuck, and is killed.
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(_REQUEST_GRACE) as sending:
+                    try:
+                        await comms.send_frame(TAG_FORK_REQUEST, request)
+                        for fd in fds:
+                            await comms.send_fd(fd)
+                    except CommsError as exc:
+                        raise SetupError(
+                            f"the custom fork server does not take requests: {exc}"
+                        ) from exc
+            if sending.cancelled_caught:
+                if self._running is not None:
+                    self._running.kill()
+                raise SetupError(
+                    f"the custom fork server took no request for {_REQUEST_GRACE:g} s:"
+                    " it was killed"
+                )
 
     async def _ensure_started(self, fork_executor: Executor, policy: Policy) -> None:
         shape = _namespace_shape(policy)
