@@ -351,3 +351,25 @@ def test_programs_the_builder_did_not_make_keep_the_linear_layout(
         assert bpf.evaluate(policy, nr) == bpf.evaluate(
             compiled(policy, "linear", True, None), nr
         )
+
+
+@pytest.mark.parametrize("helpers", [("allow_python",), ("allow_fork", "allow_shared_memory")])
+def test_the_default_policy_screens_decide_as_before(helpers: tuple[str, ...]) -> None:
+    # Every single bit, and the values the screens name, in each argument they look at: the
+    # default policy's argument checks (clone, unshare, seccomp, personality, shmat) are laid
+    # out by the dispatch afresh (_default_rules), so each is held to the linear one here.
+    builder = PolicyBuilder()
+    for helper in helpers:
+        getattr(builder, helper)()
+    policy = builder.allow_syscalls(["clone", "unshare", "seccomp", "personality"]).build()
+    values = [0, 0xFFFFFFFF, *(1 << bit for bit in range(32)), *FLAG_VALUES]
+    for pre_exec, violation in FLAVOURS:
+        linear = compiled(policy, "linear", pre_exec, violation)
+        dispatched = compiled(policy, "dispatch", pre_exec, violation)
+        for nr in SCREENED:
+            for position in range(3):
+                for value in values:
+                    args = [0] * 6
+                    args[position] = value
+                    packed = seccomp_data(nr, policy.arch, args)
+                    assert run(dispatched, packed) == run(linear, packed), (nr, args)
