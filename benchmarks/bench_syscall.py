@@ -68,7 +68,8 @@ static void load(const char *kind) {
     }
     chain[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
     struct sock_fprog prog = {n, chain};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
         perror("seccomp");
         exit(1);
     }
@@ -209,7 +210,8 @@ async def main() -> None:
             for case in cases:
                 argv = [str(args.calls), str(args.repeats), case.syscall]
                 if case.policy is None:
-                    samples[case.name] += bare(binary, argv + ([case.filter] if case.filter else []))
+                    extra = [case.filter] if case.filter else []
+                    samples[case.name] += bare(binary, argv + extra)
                 else:
                     samples[case.name] += await sandboxed(binary, argv, case.policy)
     print(

@@ -413,9 +413,9 @@ def _default_rules(arch: Arch, user_handles_ptrace: bool, user_handles_bpf: bool
     return rules
 
 
-def _syscall_code(bodies: Sequence[tuple[Instruction, ...]], default: Instruction) -> tuple[
-    Instruction, ...
-]:
+def _syscall_code(
+    bodies: Sequence[tuple[Instruction, ...]], default: Instruction
+) -> tuple[Instruction, ...]:
     """What one syscall runs: its rules' bodies in order, then the default action."""
     out: list[Instruction] = []
     for body in bodies:
@@ -435,9 +435,10 @@ _U32_END = 1 << 32
 
 
 class _Ref(NamedTuple):
-    """A leaf of the search tree that jumps to code ``index`` (resolved once laid out)."""
+    """A leaf of the search tree that jumps to code number ``target`` (resolved once the
+    codes are laid out)."""
 
-    index: int
+    target: int
 
 
 def _jge(value: int, jt: int, jf: int) -> Instruction:
@@ -490,7 +491,7 @@ def dispatch(rules: Sequence[Rule], default: Instruction) -> list[Instruction]:
         starts.append(at)
         at += len(code)
     out = [
-        _ja(starts[item.index] - pos - 1) if isinstance(item, _Ref) else item
+        _ja(starts[item.target] - pos - 1) if isinstance(item, _Ref) else item
         for pos, item in enumerate(layout)
     ]
     for code in codes:

@@ -12,7 +12,7 @@ test_evaluator_kernel.py's job (its policies are compiled the default way).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -45,7 +45,7 @@ from aiosandbox._policy._compiler import (
 )
 from aiosandbox._policy._evaluator import run, seccomp_data
 
-from .test_evaluator_kernel import EDGES, blocks, errnos, near, u64s, verdicts
+from .test_evaluator_kernel import EDGES, Op, blocks, errnos, near, u64s, verdicts
 
 # Helpers that only add syscall rules (no host files, no network set-up): the catalogue's
 # argument checks (mmap, mprotect, fcntl, ioctl, prctl, ...) and plain allows.
@@ -178,34 +178,43 @@ def compiled(
     )
 
 
+class Step(NamedTuple):
+    """One builder call: a helper, an allow, an errno, or a user block."""
+
+    kind: str
+    nrs: tuple[int, ...] = ()
+    errno: int = 0
+    helper: str = ""
+    ops: tuple[Op, ...] = ()
+
+
 @st.composite
 def random_policies(draw: st.DrawFn) -> tuple[Policy, list[int]]:
     """A policy of helpers, decisions and user blocks in random order, and the argument
     values its blocks compare with."""
     pool = draw(st.lists(st.one_of(st.sampled_from(EDGES), u64s), min_size=2, max_size=5))
     builder = PolicyBuilder()
+    forbidden = {syscall_number(n, HOST_ARCH) for n in ("ptrace", "bpf")}
     steps = st.one_of(
-        st.sampled_from(HELPERS).map(lambda name: ("helper", name)),
-        ALL_SYSCALLS.map(lambda nr: ("allow", nr)),
-        st.tuples(ALL_SYSCALLS, errnos).map(lambda t: ("errno", t)),
+        st.sampled_from(HELPERS).map(lambda name: Step("helper", helper=name)),
+        ALL_SYSCALLS.map(lambda nr: Step("allow", (nr,))),
+        st.tuples(ALL_SYSCALLS, errnos).map(lambda t: Step("errno", (t[0],), errno=t[1])),
         st.tuples(st.lists(ALL_SYSCALLS, min_size=1, max_size=4), blocks(pool)).map(
-            lambda t: ("block", t)
+            lambda t: Step(
+                "block", tuple(nr for nr in t[0] if nr not in forbidden) or (0,), ops=t[1]
+            )
         ),
     )
     try:
-        for kind, what in draw(st.lists(steps, min_size=1, max_size=30)):
-            if kind == "helper":
-                getattr(builder, str(what))()
-            elif kind == "allow":
-                builder.allow_syscall(what)  # type: ignore[arg-type]
-            elif kind == "errno":
-                nr, errno = what  # type: ignore[misc]
-                builder.block_syscall_with_errno(nr, errno)
+        for step in draw(st.lists(steps, min_size=1, max_size=30)):
+            if step.kind == "helper":
+                getattr(builder, step.helper)()
+            elif step.kind == "allow":
+                builder.allow_syscall(step.nrs[0])
+            elif step.kind == "errno":
+                builder.block_syscall_with_errno(step.nrs[0], step.errno)
             else:
-                nrs, ops = what  # type: ignore[misc]
-                forbidden = {syscall_number(n, HOST_ARCH) for n in ("ptrace", "bpf")}
-                nrs = [nr for nr in nrs if nr not in forbidden] or [0]
-                builder.add_policy_on_syscalls(nrs, [op.make() for op in ops])
+                builder.add_policy_on_syscalls(step.nrs, [op.make() for op in step.ops])
         if draw(st.booleans()):
             action = draw(verdicts()).make()
             assert isinstance(action, Instruction)
@@ -348,9 +357,7 @@ def test_programs_the_builder_did_not_make_keep_the_linear_layout(
         assert parse_user_program(user_program) is None
         assert policy.program == compiled(policy, "linear", True, None)
     for nr in (0, 39, 110, 111, MAGIC_SYSCALL_NR):
-        assert bpf.evaluate(policy, nr) == bpf.evaluate(
-            compiled(policy, "linear", True, None), nr
-        )
+        assert bpf.evaluate(policy, nr) == bpf.evaluate(compiled(policy, "linear", True, None), nr)
 
 
 @pytest.mark.parametrize("helpers", [("allow_python",), ("allow_fork", "allow_shared_memory")])
