@@ -28,6 +28,11 @@ The program has three parts, always in this order (Sandbox2's ``Policy::GetPolic
 Every part leaves ``A`` = syscall number for the next one, so the parts concatenate; no jump
 crosses a part boundary, which is what lets the exec gate be left out without relinking.
 
+Part 3 is laid out as a balanced search on the syscall number (:func:`dispatch`, described
+above it) rather than in rule order, so that a syscall's cost does not grow with the policy;
+``compile_program(layout="linear")`` gives the rules in order, as described here, and
+decides the same for every syscall and arguments.
+
 The kernel-facing variant (:func:`kernel_filter`) is the same program with every verdict that
 ends the process rewritten to the monitor's *violation* verdict, which the caller passes:
 a killed sandboxee could not be examined, while for the ptrace monitor ``TRACE(VIOLATION)``
