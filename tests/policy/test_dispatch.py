@@ -45,7 +45,7 @@ from aiosandbox._policy._compiler import (
 )
 from aiosandbox._policy._evaluator import run, seccomp_data
 
-from .test_evaluator_kernel import EDGES, Op, blocks, errnos, near, u64s, verdicts
+from ._blocks import EDGES, Op, blocks, errnos, near, u64s, verdicts
 
 # Helpers that only add syscall rules (no host files, no network set-up): the catalogue's
 # argument checks (mmap, mprotect, fcntl, ioctl, prctl, ...) and plain allows.
