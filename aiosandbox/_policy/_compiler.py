@@ -28,8 +28,8 @@ The program has three parts, always in this order (Sandbox2's ``Policy::GetPolic
 Every part leaves ``A`` = syscall number for the next one, so the parts concatenate; no jump
 crosses a part boundary, which is what lets the exec gate be left out without relinking.
 
-Part 3 is laid out as a balanced search on the syscall number (:func:`dispatch`, described
-above it) rather than in rule order, so that a syscall's cost does not grow with the policy;
+Part 3 is laid out as a balanced search on the syscall number (:func:`dispatch` and the
+comment before it) rather than in rule order, so that a syscall's cost does not grow with the policy;
 ``compile_program(layout="linear")`` gives the rules in order, as described here, and
 decides the same for every syscall and arguments.
 
@@ -314,7 +314,11 @@ def _screen_personality(nr: int) -> list[Instruction]:
 # or runs its body with A = nr and, if the body falls through, reloads A := nr. So for a given
 # nr the linear program executes exactly the bodies of the rules naming it, in order, from the
 # same A, X and scratch memory -- which is what the syscall's code here executes, behind
-# tests that likewise only read A. The user program is recognised chunk by chunk by rebuilding
+# tests that likewise only read A. (Rules after a body that returns on every path are
+# unreachable for that number and left out; a decision, "if A == n: RET", is a rule whose
+# body is the RET. The default policy's rules are _default_rules, which the tests hold to
+# _default_policy.) The kernel's scratch-memory check passes too: in both layouts each body
+# starts with no slot known written, as check_block checked it. The user program is recognised chunk by chunk by rebuilding
 # each chunk with the function that makes it and comparing; anything else (a Policy made by
 # hand with a program the builder does not make) keeps the linear layout, as does a program
 # that would not fit the kernel's limit this way.
