@@ -29,9 +29,9 @@ Every part leaves ``A`` = syscall number for the next one, so the parts concaten
 crosses a part boundary, which is what lets the exec gate be left out without relinking.
 
 Part 3 is laid out as a balanced search on the syscall number (:func:`dispatch` and the
-comment before it) rather than in rule order, so that a syscall's cost does not grow with the policy;
-``compile_program(layout="linear")`` gives the rules in order, as described here, and
-decides the same for every syscall and arguments.
+comment before it) rather than in rule order, so that a syscall's cost does not grow with
+the policy; ``compile_program(layout="linear")`` gives the rules in order, as described
+here, and decides the same for every syscall and arguments.
 
 The kernel-facing variant (:func:`kernel_filter`) is the same program with every verdict that
 ends the process rewritten to the monitor's *violation* verdict, which the caller passes:
@@ -318,10 +318,10 @@ def _screen_personality(nr: int) -> list[Instruction]:
 # unreachable for that number and left out; a decision, "if A == n: RET", is a rule whose
 # body is the RET. The default policy's rules are _default_rules, which the tests hold to
 # _default_policy.) The kernel's scratch-memory check passes too: in both layouts each body
-# starts with no slot known written, as check_block checked it. The user program is recognised chunk by chunk by rebuilding
-# each chunk with the function that makes it and comparing; anything else (a Policy made by
-# hand with a program the builder does not make) keeps the linear layout, as does a program
-# that would not fit the kernel's limit this way.
+# starts with no slot known written, as check_block checked it. The user program is
+# recognised chunk by chunk by rebuilding each chunk with the function that makes it and
+# comparing; anything else (a Policy made by hand with a program the builder does not make)
+# keeps the linear layout, as does a program that would not fit the kernel's limit this way.
 
 
 class Rule(NamedTuple):
