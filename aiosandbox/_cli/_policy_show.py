@@ -16,8 +16,9 @@ __all__ = ["add_parser", "format_policy", "show"]
 _DESCRIPTION = """\
 Print what a policy file allows: the syscalls its rules name, its mounts and
 network rules, then its BPF program disassembled, one instruction per line (the
-complete filter: architecture check, exec gate, default policy, the file's
-rules)."""
+complete filter: architecture check, exec gate, then a search on the syscall
+number leading to each syscall's rules -- the default policy's and the file's --
+or to the default action)."""
 
 
 def add_parser(commands: Any) -> None:

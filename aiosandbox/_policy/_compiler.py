@@ -28,6 +28,11 @@ The program has three parts, always in this order (Sandbox2's ``Policy::GetPolic
 Every part leaves ``A`` = syscall number for the next one, so the parts concatenate; no jump
 crosses a part boundary, which is what lets the exec gate be left out without relinking.
 
+Part 3 is laid out as a balanced search on the syscall number (:func:`dispatch` and the
+comment before it) rather than in rule order, so that a syscall's cost does not grow with
+the policy; ``compile_program(layout="linear")`` gives the rules in order, as described
+here, and decides the same for every syscall and arguments.
+
 The kernel-facing variant (:func:`kernel_filter`) is the same program with every verdict that
 ends the process rewritten to the monitor's *violation* verdict, which the caller passes:
 a killed sandboxee could not be examined, while for the ptrace monitor ``TRACE(VIOLATION)``
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, NamedTuple
 
 from aiosandbox._exceptions import PolicyError
 from aiosandbox._policy._arch import Arch, syscall_number, syscall_number_or_none
@@ -49,6 +55,7 @@ from aiosandbox._policy._bpf import (
     ARG_32,
     BPF_JA,
     BPF_JEQ,
+    BPF_JGE,
     BPF_JMP,
     BPF_JSET,
     BPF_K,
@@ -69,6 +76,7 @@ from aiosandbox._policy._bpf import (
     check_default_action,
     check_program,
     jump,
+    jump_targets,
 )
 
 __all__ = [
@@ -287,6 +295,219 @@ def _screen_personality(nr: int) -> list[Instruction]:
     ]
 
 
+# --- The dispatch layout ---------------------------------------------------------------------
+#
+# The linear program above tests the syscall number against every rule in turn, so a syscall
+# named late pays for every rule before it. The dispatch layout makes the same decisions with
+# a balanced search on the number instead:
+#
+#   header; exec gate or sandboxed notice (both exactly as above);
+#   a binary search tree of "if A >= b goto right" over the sorted boundaries of the ranges of
+#   numbers that share one outcome; each leaf is that outcome's verdict (RET) when it is one
+#   instruction, else a JA to its code;
+#   the codes: for a syscall, the bodies of the rules that name it, in rule order, each
+#   followed by the reload of the number when it may fall through, the last one falling to
+#   the default action.
+#
+# Why it decides the same: every rule of the linear program is a chunk that, entered with
+# A = nr, either skips itself entirely (only tests of A, which change nothing but the position)
+# or runs its body with A = nr and, if the body falls through, reloads A := nr. So for a given
+# nr the linear program executes exactly the bodies of the rules naming it, in order, from the
+# same A, X and scratch memory -- which is what the syscall's code here executes, behind
+# tests that likewise only read A. (Rules after a body that returns on every path are
+# unreachable for that number and left out; a decision, "if A == n: RET", is a rule whose
+# body is the RET. The default policy's rules are _default_rules, which the tests hold to
+# _default_policy.) The kernel's scratch-memory check passes too: in both layouts each body
+# starts with no slot known written, as check_block checked it. The user program is
+# recognised chunk by chunk by rebuilding each chunk with the function that makes it and
+# comparing; anything else (a Policy made by hand with a program the builder does not make)
+# keeps the linear layout, as does a program that would not fit the kernel's limit this way.
+
+
+class Rule(NamedTuple):
+    """One rule of a policy: ``body`` runs with ``A`` = syscall number for the syscalls
+    ``nrs``; a body that falls off its end lets the next rule naming the syscall decide."""
+
+    nrs: tuple[int, ...]
+    body: tuple[Instruction, ...]
+
+
+def _is_jump(insn: Instruction) -> bool:
+    return insn.code & 0x07 == BPF_JMP
+
+
+def _falls_through(body: Sequence[Instruction]) -> bool:
+    """Whether some path through ``body`` reaches its end (the next rule)."""
+    end = len(body)
+    if any(t >= end for pos, insn in enumerate(body) for t in jump_targets(pos, insn)):
+        return True
+    last = body[-1]
+    return not last.is_return and not _is_jump(last)
+
+
+def _self_contained(body: Sequence[Instruction]) -> bool:
+    """Whether every jump of ``body`` lands inside it or just past its end."""
+    end = len(body)
+    return all(t <= end for pos, insn in enumerate(body) for t in jump_targets(pos, insn))
+
+
+_JEQ_K = BPF_JMP | BPF_JEQ | BPF_K
+_JA_CODE = BPF_JMP | BPF_JA
+
+
+def parse_user_program(user: Sequence[Instruction]) -> tuple[list[Rule], Instruction] | None:
+    """Split a user program into the rules the engine made it from, and its default action.
+
+    Each chunk is accepted only if :func:`rule_block` or :func:`rule_on_syscalls` rebuilds it
+    exactly from the syscalls and body read off it; None if any part is something else.
+    """
+    rules: list[Rule] = []
+    pos, end = 0, len(user) - 1  # the last instruction is the default action
+    if end < 0 or not user[end].is_return:
+        return None
+    while pos < end:
+        insn = user[pos]
+        if insn.code != _JEQ_K:
+            return None
+        nxt = user[pos + 1]
+        if insn.jt == 0 and insn.jf == 1 and nxt.is_return and pos + 1 < end:
+            rules.append(Rule((insn.k,), (nxt,)))
+            pos += 2
+            continue
+        # rule_on_syscalls: tests (with a trampoline after each full chunk), "goto END", tail.
+        nrs: list[int] = []
+        i = pos
+        while i < end and user[i].code == _JEQ_K:
+            nrs.append(user[i].k)
+            i += 2 if user[i].jf == 1 else 1
+        if i >= end or user[i].code != _JA_CODE:
+            return None
+        tail_end = i + 1 + user[i].k
+        if tail_end > end:
+            return None
+        body = tuple(user[i + 1 : tail_end - 1])
+        if not body or not _self_contained(body):
+            return None
+        if tuple(user[pos:tail_end]) != rule_on_syscalls(nrs, body):
+            return None
+        rules.append(Rule(tuple(dict.fromkeys(nrs)), body))
+        pos = tail_end
+    return rules, user[end]
+
+
+def _default_rules(arch: Arch, user_handles_ptrace: bool, user_handles_bpf: bool) -> list[Rule]:
+    """:func:`_default_policy` as rules (the property tests hold the two to the same verdicts)."""
+
+    def screen(name: str, arg: int, flags: int) -> Rule:
+        return Rule((syscall_number(name, arch),), (ARG_32(arg), _jset(flags, 0, 1), KILL))
+
+    rules = [Rule((MAGIC_SYSCALL_NR,), (ERRNO(MAGIC_SYSCALL_ERRNO),))]
+    if not user_handles_ptrace:
+        rules.append(Rule((syscall_number("ptrace", arch),), (KILL,)))
+    if not user_handles_bpf:
+        rules.append(Rule((syscall_number("bpf", arch),), (KILL,)))
+    rules.append(Rule((syscall_number("clone3", arch),), (ERRNO(_ENOSYS),)))
+    rules.append(screen("clone", 0, _CLONE_FORBIDDEN))
+    rules.append(screen("unshare", 0, _UNSHARE_FORBIDDEN))
+    rules.append(screen("seccomp", 1, _SECCOMP_FILTER_FLAG_NEW_LISTENER))
+    personality = (
+        ARG_32(0),
+        _jeq(_PERSONALITY_QUERY, 2, 0),  # the query changes nothing: to the end
+        _jset(_EXEC_PERSONAS, 0, 1),
+        KILL,
+    )
+    rules.append(Rule((syscall_number("personality", arch),), personality))
+    if syscall_number_or_none("shmat", arch) is not None:
+        rules.append(screen("shmat", 2, _SHM_EXEC))
+    return rules
+
+
+def _syscall_code(
+    bodies: Sequence[tuple[Instruction, ...]], default: Instruction
+) -> tuple[Instruction, ...]:
+    """What one syscall runs: its rules' bodies in order, then the default action."""
+    out: list[Instruction] = []
+    for body in bodies:
+        out += body
+        if not _falls_through(body):
+            return tuple(out)
+        out.append(LOAD_SYSCALL_NR)
+    # The last body's way out lands on the default action instead of a useless reload.
+    if out:
+        out[-1] = default
+    else:
+        out.append(default)
+    return tuple(out)
+
+
+_U32_END = 1 << 32
+
+
+class _Ref(NamedTuple):
+    """A leaf of the search tree that jumps to code number ``target`` (resolved once the
+    codes are laid out)."""
+
+    target: int
+
+
+def _jge(value: int, jt: int, jf: int) -> Instruction:
+    return jump(BPF_JMP | BPF_JGE | BPF_K, value, jt, jf)
+
+
+def dispatch(rules: Sequence[Rule], default: Instruction) -> list[Instruction]:
+    """The rules and default action laid out as a search on the syscall number (expects
+    ``A`` = syscall number; see the comment above)."""
+    by_nr: dict[int, list[tuple[Instruction, ...]]] = {}
+    for rule in rules:
+        for nr in rule.nrs:
+            by_nr.setdefault(nr, []).append(rule.body)
+    fallback = (default,)
+    # Ranges [start, next start) of numbers with one code, adjacent equal codes merged.
+    ranges: list[tuple[int, tuple[Instruction, ...]]] = []
+
+    def add(start: int, code: tuple[Instruction, ...]) -> None:
+        if not ranges or ranges[-1][1] != code:
+            ranges.append((start, code))
+
+    expected = 0
+    for nr in sorted(by_nr):
+        if nr > expected:
+            add(expected, fallback)
+        add(nr, _syscall_code(by_nr[nr], default))
+        expected = nr + 1
+    if expected < _U32_END:
+        add(expected, fallback)
+    codes: dict[tuple[Instruction, ...], int] = {}
+    for _, code in ranges:
+        if len(code) > 1:
+            codes.setdefault(code, len(codes))
+
+    def tree(lo: int, hi: int) -> list[Instruction | _Ref]:
+        if hi - lo == 1:
+            code = ranges[lo][1]
+            return [code[0] if len(code) == 1 else _Ref(codes[code])]
+        mid = (lo + hi) // 2
+        left, right = tree(lo, mid), tree(mid, hi)
+        if len(left) <= 0xFF:
+            return [_jge(ranges[mid][0], len(left), 0), *left, *right]
+        # Too far for a conditional jump: through a JA, which reaches any distance.
+        return [_jge(ranges[mid][0], 0, 1), _ja(len(left)), *left, *right]
+
+    layout = tree(0, len(ranges))
+    starts: list[int] = []
+    at = len(layout)
+    for code in codes:
+        starts.append(at)
+        at += len(code)
+    out = [
+        _ja(starts[item.target] - pos - 1) if isinstance(item, _Ref) else item
+        for pos, item in enumerate(layout)
+    ]
+    for code in codes:
+        out += code
+    return out
+
+
 def compile_program(
     *,
     arch: Arch,
@@ -295,6 +516,7 @@ def compile_program(
     user_handles_ptrace: bool = False,
     user_handles_bpf: bool = False,
     violation: Instruction | None = None,
+    layout: Literal["dispatch", "linear"] = "dispatch",
 ) -> tuple[Instruction, ...]:
     """Assemble the complete filter around a user program.
 
@@ -309,6 +531,10 @@ def compile_program(
         violation: for the kernel-facing variant, the monitor's verdict that replaces every
             one that ends the process (see the module docstring); None keeps the policy's
             own verdicts.
+        layout: ``"dispatch"`` searches the syscall number (see :func:`dispatch`), which
+            makes a syscall's cost independent of its place in the policy; ``"linear"`` tests
+            the rules in turn. Both decide the same for every syscall; a user program the
+            builder did not make, or one too long to dispatch, is laid out linearly anyway.
 
     Raises:
         PolicyError: the program exceeds the kernel's 4096 instructions, the default action
@@ -321,8 +547,17 @@ def compile_program(
     program = [rewrite(i) for i in _header(arch)]
     # Both are added as written: the monitor must see their TRACE codes.
     program += _exec_gate(arch) if pre_exec else _sandboxed_notice(arch)
-    program += (rewrite(i) for i in _default_policy(arch, user_handles_ptrace, user_handles_bpf))
-    program += (rewrite(i) for i in user)
+    parsed = parse_user_program(user) if layout == "dispatch" else None
+    body: list[Instruction] | None = None
+    if parsed is not None:
+        rules = _default_rules(arch, user_handles_ptrace, user_handles_bpf) + parsed[0]
+        body = dispatch(rules, parsed[1])
+        if len(program) + len(body) > BPF_MAXINSNS:
+            body = None  # the linear layout is shorter (no body is copied): try that
+    if body is None:
+        body = _default_policy(arch, user_handles_ptrace, user_handles_bpf)
+        body += user
+    program += (rewrite(i) for i in body)
     if len(program) > BPF_MAXINSNS:
         raise PolicyError(
             f"the compiled policy has {len(program)} instructions; the kernel accepts at most"

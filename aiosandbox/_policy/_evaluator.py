@@ -367,7 +367,8 @@ def _describe(pos: int, insn: Instruction, arch: Arch, a_is_nr: bool) -> str:
             return f"invalid jump 0x{code:02x}"
         operand = "X" if code & 0x08 == BPF_X else f"0x{k:x}"
         text = f"if A {symbol} {operand} goto {pos + 1 + insn.jt:03d} else {pos + 1 + insn.jf:03d}"
-        if a_is_nr and op == BPF_JEQ and code & 0x08 == BPF_K:
+        # The search on the syscall number (JGE) names its boundaries too.
+        if a_is_nr and op in (BPF_JEQ, BPF_JGE, BPF_JGT) and code & 0x08 == BPF_K:
             name = syscall_name(k, arch)
             if name is not None:
                 text += f"  # {name}"

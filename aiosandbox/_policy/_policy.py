@@ -106,7 +106,8 @@ class Policy:
     Attributes:
         user_program: the builder's rules and default action; the complete filter wraps it.
         program: the complete filter (pre-exec flavour, verdicts as written): an arch check,
-            the exec gate, the default policy, then ``user_program``. Inspect it with
+            the exec gate, then the default policy and ``user_program``, laid out as a search
+            on the syscall number (see ``_compiler.dispatch``). Inspect it with
             :func:`aiosandbox.bpf.evaluate` and :func:`aiosandbox.bpf.disassemble`.
         mounts: the mount tree entries in call order.
         hostname: the UTS hostname inside the sandbox.

@@ -213,7 +213,7 @@ def test_a_policy_made_directly_is_checked_as_the_kernel_would() -> None:
 
 
 def test_a_program_over_4096_instructions_is_refused_at_build() -> None:
-    many = PolicyBuilder().allow_syscalls(range(1000, 4000))
+    many = PolicyBuilder().allow_syscalls(range(1000, 7000, 2))
     with pytest.raises(PolicyError, match=r"has \d+ instructions; the kernel accepts at most 4096"):
         many.build()
     long_block = [bpf.ARG_32(0)] * 4100 + [bpf.ALLOW]
