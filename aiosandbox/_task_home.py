@@ -5,7 +5,8 @@ Theory of operation
 A sandbox outlives the task that started it, so its task group cannot be one that task
 opens: it is opened by a task of its own (:func:`._asyncio.spawn_task`), which holds it
 until the run is over (``until``) and its tasks have ended by themselves -- a stdio pump
-ends once the run's streams are shut -- or until :meth:`TaskHome.aclose` cancels them and
+ends once the run's streams are shut; a task started after that gets a host of its own --
+or until :meth:`TaskHome.aclose` cancels them and
 joins them, which the sandbox does on every exit path (end of ``run()``, ``kill()``
 followed by ``aclose()``, a cancelled wait, a failed start).  Tasks started before the
 group is open wait in a list.  A task's outcome (its value or its exception) is its
@@ -71,6 +72,7 @@ class TaskHome:
         self._pending: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._cancelled = False
         self._joined = anyio.Event()
+        self._hosting = True
         spawn_task(self._host)
 
     def start_soon(self, function: Callable[[], Awaitable[T]]) -> Outcome[T]:
@@ -82,10 +84,16 @@ class TaskHome:
         async def run() -> None:
             await outcome._run(function)
 
-        if self._group is None:
-            self._pending.append(run)
-        else:
+        if self._group is not None:
             self._group.start_soon(run)
+            return outcome
+        self._pending.append(run)
+        if not self._hosting:
+            # The run ended, and the group with it, before this task came (a sandboxee
+            # that ended while start() awaited): a new host holds it, as the first would.
+            self._hosting = True
+            self._joined = anyio.Event()
+            spawn_task(self._host)
         return outcome
 
     async def _host(self) -> None:
@@ -100,6 +108,7 @@ class TaskHome:
                 await self._until.wait()
         finally:
             self._group = None
+            self._hosting = False
             self._joined.set()
 
     def cancel(self) -> None:

@@ -81,6 +81,22 @@ async def test_the_group_ends_by_itself_once_the_run_and_its_tasks_are_over() ->
         await home._joined.wait()
 
 
+async def test_a_task_started_after_the_group_ended_still_runs() -> None:
+    # A sandboxee that ends while start() awaits ends the group before run() starts its
+    # pumps: they hung forever, and run() with them.
+    until = anyio.Event()
+    until.set()
+    home = TaskHome(until)
+    await anyio.sleep(0.01)  # the host opens its group, finds the run over, and ends
+
+    async def answer() -> int:
+        return 42
+
+    with anyio.fail_after(5):
+        assert await home.start_soon(answer).get() == 42
+        await home.aclose()
+
+
 def _policy() -> PolicyBuilder:
     return (
         PolicyBuilder()
