@@ -38,6 +38,7 @@ from ._executor import IPC, Executor
 from ._forkserver._client import SpawnRequest, fork_server
 from ._policy import Policy, kernel_filter
 from ._policy._bpf import Instruction
+from ._proc_status import int_field, int_fields, read_status
 from ._setup_protocol import InitReady, SetupComplete, SetupFailed, SetupProtocol
 from ._sockets import blocking_socketpair
 from ._spawn_plan import FdTable, StdioKind, check_machine, fd_table, spawn_request
@@ -51,7 +52,6 @@ __all__ = [
     "ForkedLaunch",
     "Launch",
     "kill_init",
-    "nspids",
     "pid_depth",
     "receive",
     "send_policy",
@@ -326,11 +326,7 @@ class ForkedLaunch:
                 pass
         found = None
         if pidfd is not None:
-            try:
-                with open(f"/proc/self/fdinfo/{pidfd}") as f:
-                    found = nspids(f.read())
-            except OSError:
-                pass
+            found = int_fields(read_status(f"/proc/self/fdinfo/{pidfd}"), "NSpid")
         depth = self.server_depth
         if depth is None or not found or len(found) != depth + 1 or found[-1] != 1:
             if pidfd is not None:
@@ -386,56 +382,25 @@ async def send_policy(comms: Comms, policy: Policy, pid: int, violation: Instruc
 
 def _thread_count(pid: int) -> int:
     """The number of threads of a process (1 if it cannot be read: it is exiting)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 1
+    threads = int_field(read_status(pid), "Threads")
+    return 1 if threads is None else threads
 
 
 def forked_init(main_pid: int, server_depth: int | None) -> int | None:
     """The parent of a custom fork server's child if the child runs in a pid namespace one
     below the fork server's (its init is checked by :meth:`ForkedLaunch._adopt_init`),
     else None."""
-    try:
-        with open(f"/proc/{main_pid}/status") as f:
-            status = f.read()
-    except OSError:
-        return None
-    found = nspids(status)
+    status = read_status(main_pid)
+    found = int_fields(status, "NSpid")
     if server_depth is None or found is None or len(found) != server_depth + 1:
         return None
-    for line in status.splitlines():
-        if line.startswith("PPid:"):
-            try:
-                return int(line.split()[1])
-            except (IndexError, ValueError):
-                return None
-    return None
-
-
-def nspids(status: str) -> list[int] | None:
-    """The ``NSpid`` of a ``/proc/<pid>/status`` (or pidfd fdinfo) text: the pid in each
-    pid namespace from ours down to the process's own; None without one."""
-    for line in status.splitlines():
-        if line.startswith("NSpid:"):
-            try:
-                return [int(field) for field in line.split()[1:]]
-            except ValueError:
-                return None
-    return None
+    return int_field(status, "PPid")
 
 
 def pid_depth(pid: int) -> int | None:
-    """How many pid namespaces ``pid`` is in, from ours; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            found = nspids(f.read())
-    except OSError:
-        return None
+    """How many pid namespaces ``pid`` is in, from ours (its ``NSpid``); None if it is
+    gone."""
+    found = int_fields(read_status(pid), "NSpid")
     return len(found) if found else None
 
 

@@ -43,6 +43,7 @@ from ptrace.binding.func import ptrace as _ptrace
 
 from .._policy import TraceCode
 from .._policy._bpf import TRACE
+from .._proc_status import int_field, read_status
 from .._result import SetupReason
 from ._protocol import MonitorConfig, MonitorKind, SyscallEvent
 from ._stops import early_end, report_forbidden, syscall_identity
@@ -559,31 +560,14 @@ class PtraceMonitor:
 
 def _thread_group(tid: int) -> int | None:
     """The pid of the process a thread belongs to, None if it is gone."""
-    try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
+    return int_field(read_status(tid), "Tgid")
 
 
 def _exit_facts(pid: int) -> tuple[int | None, int]:
     """A process's peak resident set (``VmHWM``, KiB; None once it has no memory) and its
     thread count (0 if unknown)."""
-    peak, threads = None, 0
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    peak = int(line.split()[1])
-                elif line.startswith(b"Threads:"):
-                    threads = int(line.split()[1])
-                    break  # after VmHWM in the file
-    except (OSError, ValueError, IndexError):
-        pass
-    return peak, threads
+    status = read_status(pid)
+    return int_field(status, "VmHWM"), int_field(status, "Threads") or 0
 
 
 PTRACE = MonitorKind("ptrace", violation=TRACE(TraceCode.VIOLATION), create=PtraceMonitor)
