@@ -402,7 +402,6 @@ class Relay:
         self._pending = b""
         self._soon: asyncio.Handle | None = None
         self._ended = False
-        self.dropped = 0  # bytes of output that never reached the caller
         self.finished = anyio.Event()
         # Set once the run is over and the relay has moved all it can without waiting
         # for the caller's side: ended, or stuck on a full destination.
@@ -463,7 +462,6 @@ class Relay:
         try:
             sent = self._write(data)
         except OSError:
-            self.dropped += len(data)
             self._end()  # the destination is gone: so is the stream
             return
         if sent < len(data):
@@ -499,7 +497,6 @@ class Relay:
             return
         self._ended = True
         self._disarm()
-        self.dropped += len(self._pending)
         self._pending = b""
         if self._to_sandboxee:
             try:
@@ -512,11 +509,5 @@ class Relay:
         self.settled.set()
 
     def close(self) -> None:
-        """Stops at once; what was not copied yet counts in :attr:`dropped`."""
-        if not self._ended and not self._to_sandboxee:
-            try:
-                while leftover := self._ours.recv(_RELAY_CHUNK):
-                    self.dropped += len(leftover)
-            except OSError:
-                pass
+        """Stops at once; what was not copied yet is lost."""
         self._end()
