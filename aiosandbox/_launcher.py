@@ -24,6 +24,8 @@ sockets and the caller's fds as :func:`._stdio.give` made them.
 
 from __future__ import annotations
 
+import array
+import logging
 import os
 import signal
 import socket
@@ -32,8 +34,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from . import _blanks
 from ._comms._wire import COMMS_FD, TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
-from ._exceptions import CommsError
+from ._exceptions import CommsError, SetupError
 from ._executor import IPC, Executor
 from ._forkserver._client import SpawnRequest, fork_server
 from ._policy import Policy, kernel_filter
@@ -46,6 +49,8 @@ from ._stdio import CallerFd, Relay, give
 
 if TYPE_CHECKING:
     from ._comms import Comms
+
+logger = logging.getLogger("aiosandbox.launcher")
 
 __all__ = [
     "ChildStdio",
@@ -180,13 +185,37 @@ class Launch:
         fds = [*fds, closing[-1]]
         exec_fd = os.open(executor.path, os.O_PATH | os.O_CLOEXEC)
         closing.append(exec_fd)
-        ours, theirs = blocking_socketpair(socket.SOCK_SEQPACKET)
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.setup = ours
+        fds = [exec_fd, *fds]
         try:
-            fork_server.spawn(request, theirs, [exec_fd, *fds])
+            if not self._take_blank(request, fds):
+                ours, theirs = blocking_socketpair(socket.SOCK_SEQPACKET)
+                ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+                self.setup = ours
+                try:
+                    fork_server.spawn(request, theirs, fds)
+                finally:
+                    theirs.close()
         finally:
-            theirs.close()
+            # After our own request: the fork server makes the blanks once it is served.
+            try:
+                _blanks.refill(request)
+            except SetupError as exc:
+                logger.debug("cannot refill the pool of blanks: %s", exc)
+
+    def _take_blank(self, request: SpawnRequest, fds: list[int]) -> bool:
+        """Gives the run to a pooled blank of its shape, if there is one that is alive;
+        returns whether one took it."""
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        while (blank := _blanks.take(request)) is not None:
+            try:
+                blank.setup.sendmsg([request.encode_run()], ancillary)
+            except OSError:
+                # Gone meanwhile (ended by its own failure): nothing of the run reached it.
+                blank.discard()
+                continue
+            self.setup = blank.setup
+            return True
+        return False
 
     async def await_setup(self) -> SetupComplete | SetupFailed:
         """Reads the set-up messages until the set-up is complete or has failed."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from aiosandbox import _blanks
 from aiosandbox._forkserver._client import fork_server
 
 from ._support import SOURCES, Binaries, compile_c
@@ -93,6 +94,9 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     processes_before = _leftover_processes() if starts_processes else set()
     mounts_before = _mounts()
     yield
+    # The pool of pre-made sandboxes is the process's, not the test's: it is checked by
+    # its own tests (tests/sandbox/test_blanks.py).
+    _blanks.discard_all()
     deadline = time.monotonic() + 3
     while True:
         processes = _leftover_processes() - processes_before if starts_processes else set()

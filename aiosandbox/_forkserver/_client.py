@@ -64,29 +64,51 @@ class SpawnRequest:
     allow_speculation: bool = False
     procfs: bool = False
 
+    def _shape(self) -> dict[str, object]:
+        return {
+            "flags": self.flags,
+            "hostname": self.hostname,
+            "mounts": self.mounts,
+            "loopback": self.loopback,
+            "ids": self.ids,
+            "root_inodes": self.root_inodes,
+            "user_limits": self.user_limits,
+            "root_writable": self.root_writable,
+            "write_executable": self.write_executable,
+            "procfs": self.procfs,
+        }
+
+    def _run(self) -> dict[str, object]:
+        # The server's RUN_FIELDS, in its order.
+        return {
+            "targets": self.targets,
+            "cwd": self.cwd,
+            "argv": self.argv,
+            "envp": self.envp,
+            "rlimits": self.rlimits,
+            "filter": self.filter,
+            "allow_speculation": self.allow_speculation,
+        }
+
     def encode(self) -> bytes:
         """The request as the server reads it."""
-        return marshal.dumps(
-            {
-                "flags": self.flags,
-                "hostname": self.hostname,
-                "mounts": self.mounts,
-                "targets": self.targets,
-                "cwd": self.cwd,
-                "argv": self.argv,
-                "envp": self.envp,
-                "rlimits": self.rlimits,
-                "filter": self.filter,
-                "loopback": self.loopback,
-                "ids": self.ids,
-                "root_inodes": self.root_inodes,
-                "user_limits": self.user_limits,
-                "root_writable": self.root_writable,
-                "write_executable": self.write_executable,
-                "allow_speculation": self.allow_speculation,
-                "procfs": self.procfs,
-            }
-        )
+        return marshal.dumps({**self._shape(), **self._run()})
+
+    @property
+    def poolable(self) -> bool:
+        """Whether a pre-made sandbox can serve this request: not a custom fork server's
+        (its init makes a procfs for its children's maps)."""
+        return not self.procfs
+
+    def encode_blank(self) -> bytes:
+        """The request for a blank sandbox of this request's shape: everything but the run.
+        Two requests whose blanks encode alike can be served by the same blank (marshal
+        is deterministic for the same values)."""
+        return marshal.dumps({**self._shape(), "blank": True})
+
+    def encode_run(self) -> bytes:
+        """The run's part, which a blank's sandboxee receives when it is taken."""
+        return marshal.dumps(self._run())
 
 
 class ForkServer:
@@ -96,6 +118,8 @@ class ForkServer:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
+        self.generation = 0
+        """How many servers were started: a blank of an earlier one may be dead."""
 
     @property
     def pid(self) -> int | None:
@@ -117,13 +141,18 @@ class ForkServer:
         finally:
             theirs.close()
         self._control = ours
+        self.generation += 1
         logger.debug("fork server started, pid %d", self._process.pid)
         return ours
 
     def spawn(self, request: SpawnRequest, setup: socket.socket, fds: list[int]) -> None:
         """Sends one request: ``setup`` is the sandboxee's end of its setup socket, ``fds``
         the exec fd followed by the mapped fds.  The caller keeps (and closes) its fds."""
-        payload = request.encode()
+        self.send(request.encode(), setup, fds)
+
+    def send(self, payload: bytes, setup: socket.socket, fds: list[int]) -> int:
+        """Sends one encoded request with its fds; returns the generation of the server
+        that got it."""
         ancillary = [
             (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [setup.fileno(), *fds]))
         ]
@@ -132,12 +161,13 @@ class ForkServer:
                 control = self._control or self._start()
                 try:
                     control.sendmsg([payload], ancillary)
-                    return
+                    return self.generation
                 except (BrokenPipeError, ConnectionResetError) as exc:
                     # The server died (killed by someone): start a new one, once.
                     self._reap()
                     if attempt == 2:
                         raise SetupError(f"the fork server is not answering: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _reap(self) -> None:
         if self._control is not None:

@@ -48,6 +48,14 @@ a procfs of its pid namespace at fd 1022, made by init before the pivot (and mou
 nowhere), through which each of its children writes the id maps of its own user namespace
 (docs/protocol.md).
 
+A *blank* request (``"blank": True``, no fds but the setup socket, none of the
+:data:`RUN_FIELDS`) makes a sandbox ahead of its run: namespaces, id maps, capped counts,
+root, hostname, ``lo``, init, and a sandboxee that has become the sandbox user and waits on
+the setup socket for its run (those fields, then the binary's fd and the mapped fds).  From
+there on it is a cold sandboxee: it arranges its fds, reports "ready", waits for "go".  A
+blank never ran anything of a run's, so it is exactly as fresh as a cold sandbox; the
+supervisor keeps a few per sandbox shape (aiosandbox/_blanks.py).
+
 Errors in the children are sent on the setup socket as b"E" + message before they exit;
 the server itself never dies of a bad request.
 """
@@ -156,6 +164,9 @@ IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 
 EXEC_MAGIC = 0x921C2C34
+# The request fields that belong to a run rather than to the sandbox it runs in: a blank's
+# sandboxee receives them (with the run's fds) when the supervisor takes it.
+RUN_FIELDS = ("targets", "cwd", "argv", "envp", "rlimits", "filter", "allow_speculation")
 EXEC_FD = 1022
 # A custom fork server's procfs (docs/protocol.md); the exec fd then takes a lower number.
 PROCFS_FD = 1022
@@ -713,6 +724,45 @@ def _prepare_exec(
     return c_argv, c_envp, insns, fprog
 
 
+def _wait_for_root(root_ready: int) -> None:
+    # Init builds the root meanwhile; it reports its own failures (then this read sees EOF).
+    if os.read(root_ready, 1) != b"1":
+        os._exit(1)
+    os.close(root_ready)
+
+
+def _receive_run(setup: int, request: dict[str, Any]) -> tuple[int, list[int]]:
+    """A blank's sandboxee: waits until the supervisor takes it, then adds what the run
+    needs (see :data:`RUN_FIELDS`) to ``request``; returns the binary's fd and the mapped
+    fds.  The setup socket's end (the blank was discarded) ends the process."""
+    sock = socket.socket(fileno=setup)
+    try:
+        while True:
+            try:
+                data, ancdata, _flags, _addr = sock.recvmsg(1 << 20, socket.CMSG_SPACE(4 * 256))
+                break
+            except InterruptedError:
+                continue
+    finally:
+        sock.detach()
+    fds = _received_fds(ancdata)
+    if not data or not fds:
+        os._exit(1)
+    run = marshal.loads(data)
+    for name in RUN_FIELDS:
+        request[name] = run[name]
+    return fds[0], fds[1:]
+
+
+def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+    return fds
+
+
 def _run_sandboxee(
     request: dict[str, Any], channel: Channel, exec_fd: int, fds: list[int], root_ready: int
 ) -> None:
@@ -722,18 +772,24 @@ def _run_sandboxee(
     # SIGXFSZ by Python, SIGCHLD by the server) would stay ignored in the sandboxee.
     for sig in _IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
-    channel.fd, exec_fd, root_ready = _arrange_fds(
-        fds, request["targets"], [channel.fd, exec_fd, root_ready]
-    )
+    if request["blank"]:
+        # Pre-made: everything that needs no part of the run is done before it is taken.
+        _wait_for_root(root_ready)
+        if request["switch_ids"]:
+            _become_sandbox_user()
+        exec_fd, fds = _receive_run(channel.fd, request)
+        channel.fd, exec_fd = _arrange_fds(fds, request["targets"], [channel.fd, exec_fd])
+    else:
+        channel.fd, exec_fd, root_ready = _arrange_fds(
+            fds, request["targets"], [channel.fd, exec_fd, root_ready]
+        )
     setup = channel.fd
     c_argv, c_envp, insns, fprog = _prepare_exec(request)
     limits = [_effective_limit(*limit) for limit in request["rlimits"]]
-    # Init builds the root meanwhile; it reports its own failures (then this read sees EOF).
-    if os.read(root_ready, 1) != b"1":
-        os._exit(1)
-    os.close(root_ready)
-    if request["switch_ids"]:
-        _become_sandbox_user()  # the maps exist: init waited for them
+    if not request["blank"]:
+        _wait_for_root(root_ready)
+        if request["switch_ids"]:
+            _become_sandbox_user()  # the maps exist: init waited for them
     try:
         os.chdir(request["cwd"])
     except OSError as exc:
@@ -896,15 +952,16 @@ def _serve(control: socket.socket) -> None:
             continue
         if not data:
             return
-        fds: list[int] = []
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(payload) - len(payload) % 4
-                fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+        fds = _received_fds(ancdata)
         try:
             request = marshal.loads(data)
-            setup, exec_fd, mapped = fds[0], fds[1], fds[2:]
-        except (ValueError, EOFError, TypeError, IndexError):
+            request["blank"] = blank = bool(request.get("blank"))
+            if blank:
+                # A blank sandbox: its run's fds come later, on its setup socket.
+                setup, exec_fd, mapped = fds[0], -1, fds[1:]
+            else:
+                setup, exec_fd, mapped = fds[0], fds[1], fds[2:]
+        except (ValueError, EOFError, TypeError, IndexError, AttributeError):
             for fd in fds:
                 os.close(fd)
             continue
