@@ -78,6 +78,11 @@ int main(int argc, char **argv) {
       if (write(1, buf, n) != n) return errno;
     return n < 0 ? errno : 0;
   }
+  if (!strcmp(mode, "createnew")) {
+    /* EEXIST (17) if the file is there already: the sandbox is not fresh */
+    int fd = open(argv[2], O_WRONLY | O_CREAT | O_EXCL, 0600);
+    return fd < 0 ? errno : 0;
+  }
   if (!strcmp(mode, "writefile")) {
     int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0) return errno;

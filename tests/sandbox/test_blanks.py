@@ -1,0 +1,166 @@
+"""The pool of pre-made sandboxes ("blanks") behind every default run.
+
+A run takes a blank of its shape when one is pooled, else starts cold; either way the
+Result must be the same, and a blank must be as fresh as a cold sandbox: never one that
+ran anything, never one made by a fork server that died, never one older than its limit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from aiosandbox import PIPE, Executor, PolicyBuilder, Result, Sandbox, Status
+from aiosandbox import _blanks
+from aiosandbox._forkserver._client import fork_server
+
+from .._support import Binaries
+
+pytestmark = pytest.mark.nonroot
+
+GETPPID = 110
+
+
+def policy_builder() -> PolicyBuilder:
+    return (
+        PolicyBuilder()
+        .allow_static_startup()
+        .allow_read()
+        .allow_write()
+        .allow_open()
+        .allow_exit()
+        .add_tmpfs("/scratch", 1 << 20)
+    )
+
+
+async def run(binary: str, *args: str, stdin: bytes | None = None) -> Result:
+    executor = Executor(
+        binary, ["testcase", *args], stdin=PIPE if stdin is not None else None, stdout=PIPE
+    )
+    return await Sandbox(executor, policy_builder().build()).run(input=stdin)
+
+
+def comparable(result: Result) -> tuple[object, ...]:
+    violation = result.violation
+    return (
+        result.status,
+        result.reason_code,
+        result.exit_code,
+        result.signal,
+        result.stdout,
+        violation and (violation.syscall_nr, violation.args, violation.description),
+    )
+
+
+CASES = [
+    ("exit", "7"),
+    ("cat",),
+    ("syscall", str(GETPPID)),
+    ("syscall", "41", "2", "1", "0"),
+    ("createnew", "/scratch/mark"),
+]
+
+
+@pytest.mark.parametrize("args", CASES, ids=["exit", "cat", "getppid", "socket", "createnew"])
+async def test_pooled_and_cold_runs_give_the_same_result(
+    binaries: Binaries, args: tuple[str, ...]
+) -> None:
+    stdin = b"some input\n" if args[0] == "cat" else None
+    with _blanks.pool_size(0):
+        cold = await run(binaries.static, *args, stdin=stdin)
+    with _blanks.pool_size(2):
+        await run(binaries.static, "exit", "0")  # fills the pool for this shape
+        pooled = [await run(binaries.static, *args, stdin=stdin) for _ in range(3)]
+    assert all(comparable(result) == comparable(cold) for result in pooled), (cold, pooled)
+
+
+async def test_a_blank_has_run_nothing(binaries: Binaries) -> None:
+    # Each run creates the same file in its writable tmpfs: a sandbox that ran before would
+    # have it already (EEXIST).
+    with _blanks.pool_size(2):
+        results = [await run(binaries.static, "createnew", "/scratch/mark") for _ in range(6)]
+    assert [r.exit_code for r in results] == [0] * 6, [str(r) for r in results]
+
+
+def pooled_count() -> int:
+    return sum(len(blanks) for blanks in _blanks._pool._shapes.values())
+
+
+async def test_runs_keep_the_pool_full(binaries: Binaries) -> None:
+    with _blanks.pool_size(3):
+        for _ in range(4):
+            result = await run(binaries.static, "exit", "0")
+            assert result.status is Status.OK
+            assert pooled_count() == 3
+
+
+async def test_pool_size_zero_keeps_no_blank(binaries: Binaries) -> None:
+    with _blanks.pool_size(0):
+        await run(binaries.static, "exit", "0")
+        assert pooled_count() == 0
+
+
+async def test_an_old_blank_is_never_used(binaries: Binaries) -> None:
+    with _blanks.pool_size(1):
+        await run(binaries.static, "exit", "0")
+        (blanks,) = _blanks._pool._shapes.values()
+        (old,) = blanks
+        old.made -= _blanks._MAX_AGE + 1
+        result = await run(binaries.static, "exit", "0")
+        assert result.status is Status.OK
+        assert old.setup.fileno() == -1  # dropped (closed), not given to the run
+        assert old not in blanks
+
+
+async def test_blanks_of_a_dead_fork_server_are_dropped(binaries: Binaries) -> None:
+    with _blanks.pool_size(2):
+        await run(binaries.static, "exit", "0")
+        assert pooled_count() == 2
+        server = fork_server.pid
+        assert server is not None
+        os.kill(server, signal.SIGKILL)
+        # Its blanks die with it (their inits have PR_SET_PDEATHSIG); the next run must not
+        # take one: it starts a new server and runs cold.
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{server}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        results = [await run(binaries.static, "exit", "5") for _ in range(3)]
+        assert [r.exit_code for r in results] == [5, 5, 5], [str(r) for r in results]
+        assert fork_server.pid != server
+
+
+def fork_server_children() -> set[int]:
+    server = fork_server.pid
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(b")") + 2 :].split()[1]) == server:
+                found.add(int(entry))
+    return found
+
+
+async def test_discarded_blanks_leave_no_process(binaries: Binaries) -> None:
+    with _blanks.pool_size(2):
+        await run(binaries.static, "exit", "0")
+        deadline = time.monotonic() + 5
+        while len(fork_server_children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fork_server_children()) == 2  # the two blanks' inits
+        _blanks.discard_all()
+        while fork_server_children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fork_server_children() == set()
+
+
+def test_pool_size_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        with _blanks.pool_size(-1):
+            pass
