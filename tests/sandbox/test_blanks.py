@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from aiosandbox import PIPE, Executor, PolicyBuilder, Result, Sandbox, Status
-from aiosandbox import _blanks
+from aiosandbox import PIPE, Executor, PolicyBuilder, Result, Sandbox, Status, _blanks
 from aiosandbox._forkserver._client import fork_server
 
 from .._support import Binaries
@@ -161,6 +160,5 @@ async def test_discarded_blanks_leave_no_process(binaries: Binaries) -> None:
 
 
 def test_pool_size_must_not_be_negative() -> None:
-    with pytest.raises(ValueError, match=">= 0"):
-        with _blanks.pool_size(-1):
-            pass
+    with pytest.raises(ValueError, match=">= 0"), _blanks.pool_size(-1):
+        pass
