@@ -12,10 +12,12 @@ the run (argv, environment, filter, rlimits, and the binary's and stdio fds); fr
 the handshake is a cold one's, read by the same :class:`~._launcher.Launch`, so a blank
 still being made is taken as well as a finished one: it simply finishes for its run.
 
-Every run of a shape (cold or not) asks for the shape's blanks to be topped up to
-:func:`pool_size`; the fork server makes them after the requests already queued, so a
-refill never delays a run that asked first.  A blank is never given twice and never reused:
-it has run nothing when taken, it is exactly as isolated and as fresh as a cold sandbox.
+Every run of a shape (cold or not), once it is over, asks for the shape's blanks to be
+topped up to :func:`pool_size`: the fork server and the new inits then work while the
+supervisor waits for the next run, not beside a run that is setting up (on a machine of
+few CPUs they would slow it down), and after every request queued before.  A blank is
+never given twice and never reused: it has run nothing when taken, it is exactly as
+isolated and as fresh as a cold sandbox.
 Its mounts were opened when it was made, so a blank older than :data:`_MAX_AGE` (a file
 replaced meanwhile would still show its old version) or made by an earlier fork server
 (which died, and its blanks with it) is dropped, never used.
@@ -138,7 +140,7 @@ def take(request: SpawnRequest) -> Blank | None:
 
 
 def refill(request: SpawnRequest) -> None:
-    """Tops up the blanks of ``request``'s shape (after a run of that shape started).
+    """Tops up the blanks of ``request``'s shape (after a run of that shape).
 
     Raises:
         SetupError: The fork server does not answer.

@@ -164,6 +164,7 @@ class Launch:
         self.init_pid = 0
         self.init_pidfd: int | None = None
         self.main_pid: int | None = None
+        self._request: SpawnRequest | None = None  # its shape is refilled after the run
 
     def request(
         self,
@@ -186,21 +187,28 @@ class Launch:
         exec_fd = os.open(executor.path, os.O_PATH | os.O_CLOEXEC)
         closing.append(exec_fd)
         fds = [exec_fd, *fds]
+        self._request = request
+        if self._take_blank(request, fds):
+            return
+        ours, theirs = blocking_socketpair(socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.setup = ours
         try:
-            if not self._take_blank(request, fds):
-                ours, theirs = blocking_socketpair(socket.SOCK_SEQPACKET)
-                ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-                self.setup = ours
-                try:
-                    fork_server.spawn(request, theirs, fds)
-                finally:
-                    theirs.close()
+            fork_server.spawn(request, theirs, fds)
         finally:
-            # After our own request: the fork server makes the blanks once it is served.
-            try:
-                _blanks.refill(request)
-            except SetupError as exc:
-                logger.debug("cannot refill the pool of blanks: %s", exc)
+            theirs.close()
+
+    def refill_pool(self) -> None:
+        """Tops up the pool of blanks of this run's shape.  Called once the run is over:
+        the fork server and the new inits then work while the supervisor is idle, not
+        beside a run that is setting up (on a machine of few CPUs they would slow it)."""
+        request, self._request = self._request, None
+        if request is None:
+            return
+        try:
+            _blanks.refill(request)
+        except SetupError as exc:
+            logger.debug("cannot refill the pool of blanks: %s", exc)
 
     def _take_blank(self, request: SpawnRequest, fds: list[int]) -> bool:
         """Gives the run to a pooled blank of its shape, if there is one that is alive;
