@@ -22,6 +22,7 @@ import os
 import pwd
 import resource
 from dataclasses import dataclass
+from typing import Any
 
 from ._comms._wire import FD_MAP_ENV
 from ._exceptions import PolicyError, SetupError
@@ -344,10 +345,9 @@ def spawn_request(
             children load theirs), the nested namespaces' caps, and a procfs at fd 1022.
     """
     filtered = executor.sandbox_before_exec and not custom_fork_server
+    shape = _shape(policy, filtered=filtered, custom_fork_server=custom_fork_server)
     return SpawnRequest(
-        flags=clone_flags(policy),
-        hostname=policy.hostname.encode(),
-        mounts=mount_specs(policy),
+        **shape,
         targets=targets,
         cwd=executor.cwd.encode(),
         argv=executor.args,
@@ -356,17 +356,34 @@ def spawn_request(
         # Empty: the sandboxee loads its filter itself, with sandbox_me_here(), or is a
         # custom fork server (its children do).
         filter=_filter(policy, violation) if filtered else b"",
-        loopback=needs_loopback(policy),
-        ids=host_ids(policy),
-        root_inodes=root_inodes(policy),
-        user_limits=user_count_limits(
-            policy, filtered=filtered, custom_fork_server=custom_fork_server
-        ),
-        root_writable=policy.root_writable,
-        write_executable=policy.write_executable,
         allow_speculation=policy.allow_speculation,
-        procfs=custom_fork_server,
     )
+
+
+def _shape(policy: Policy, *, filtered: bool, custom_fork_server: bool) -> dict[str, Any]:
+    """The request's fields that only the policy decides (and the supervisor's euid, for
+    the host ids), worked out once per policy: a policy is typically run many times, and
+    these cost a noticeable share of the Python work of a start."""
+    cache: dict[tuple[bool, bool, int], dict[str, Any]]
+    cache = policy.__dict__.setdefault("_spawn_shapes", {})
+    key = (filtered, custom_fork_server, os.geteuid())
+    shape = cache.get(key)
+    if shape is None:
+        shape = cache[key] = {
+            "flags": clone_flags(policy),
+            "hostname": policy.hostname.encode(),
+            "mounts": mount_specs(policy),
+            "loopback": needs_loopback(policy),
+            "ids": host_ids(policy),
+            "root_inodes": root_inodes(policy),
+            "user_limits": user_count_limits(
+                policy, filtered=filtered, custom_fork_server=custom_fork_server
+            ),
+            "root_writable": policy.root_writable,
+            "write_executable": policy.write_executable,
+            "procfs": custom_fork_server,
+        }
+    return shape
 
 
 def _filter(policy: Policy, violation: Instruction | None) -> bytes:
