@@ -60,6 +60,17 @@ class Blank:
     def usable(self, now: float) -> bool:
         return now - self.made < _MAX_AGE and self.generation == fork_server.generation
 
+    def alive(self) -> bool:
+        """Whether its children may still serve a run: not if its socket has ended or its
+        first word is a failure (the messages stay queued for the run's launch)."""
+        try:
+            first = self.setup.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True  # nothing said yet: still being made
+        except OSError:
+            return False
+        return first not in (b"", b"E")
+
     def discard(self) -> None:
         self.setup.close()
 

@@ -215,14 +215,15 @@ class Launch:
         returns whether one took it."""
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         while (blank := _blanks.take(request)) is not None:
-            try:
-                blank.setup.sendmsg([request.encode_run()], ancillary)
-            except OSError:
-                # Gone meanwhile (ended by its own failure): nothing of the run reached it.
-                blank.discard()
-                continue
-            self.setup = blank.setup
-            return True
+            if blank.alive():
+                try:
+                    blank.setup.sendmsg([request.encode_run()], ancillary)
+                except OSError:
+                    pass  # gone meanwhile: nothing of the run reached it
+                else:
+                    self.setup = blank.setup
+                    return True
+            blank.discard()  # ended by its own failure; a cold run reports its own
         return False
 
     async def await_setup(self) -> SetupComplete | SetupFailed:

@@ -50,9 +50,10 @@ nowhere), through which each of its children writes the id maps of its own user 
 
 A *blank* request (``"blank": True``, no fds but the setup socket, none of the
 :data:`RUN_FIELDS`) makes a sandbox ahead of its run: namespaces, id maps, capped counts,
-root, hostname, ``lo``, init, and a sandboxee that has become the sandbox user and waits on
-the setup socket for its run (those fields, then the binary's fd and the mapped fds).  From
-there on it is a cold sandboxee: it arranges its fds, reports "ready", waits for "go".  A
+root, hostname, ``lo``, init, and a sandboxee that has become the sandbox user, reports
+"ready" and waits on the setup socket for its run (those fields, then the binary's fd and
+the mapped fds).  It prepares the run (its fds, the exec's arguments) while the supervisor
+attaches, then waits for "go" as a cold sandboxee does.  A
 blank never ran anything of a run's, so it is exactly as fresh as a cold sandbox; the
 supervisor keeps a few per sandbox shape (aiosandbox/_blanks.py).
 
@@ -795,6 +796,9 @@ def _run_sandboxee(
         if request["switch_ids"]:
             _become_sandbox_user()
         _warm_up(channel.fd)
+        # Ready now: once it takes the blank, the supervisor sends the run and attaches
+        # while the run is prepared here, then sends "go".
+        os.write(channel.fd, b"R")
         exec_fd, fds = _receive_run(channel.fd, request)
         channel.fd, exec_fd = _arrange_fds(fds, request["targets"], [channel.fd, exec_fd])
     else:
@@ -832,9 +836,9 @@ def _run_sandboxee(
         ctypes.byref(fprog),
     )
     exit_nr = ctypes.c_long(_NR["exit_group"])
-    os.write(setup, b"R")
-    go = os.read(setup, 1)
-    if go != b"G":
+    if not request["blank"]:
+        os.write(setup, b"R")
+    if os.read(setup, 1) != b"G":
         os._exit(1)
     for resource, soft, hard in limits:
         _setrlimit(resource, soft, hard)
