@@ -273,6 +273,38 @@ class Executor:
         fork_executor._used = True
         return child
 
+    def _fresh_copy(self) -> Executor:
+        """A new executor for the same run, with stdin a PIPE: one of many a pool of
+        prepared runs makes from this template (aiosandbox/_pool.py).
+
+        Raises:
+            ValueError: the executor holds what a copy cannot share: fds mapped through
+                its IPC (each belongs to one sandbox), a caller's fd as stdout or stderr,
+                or a custom fork server's part.
+        """
+        if self._serves_forks or self._forked_from is not None:
+            raise ValueError("a custom fork server's executor cannot serve a pool")
+        if self.ipc.mapped_fds:
+            raise ValueError("an executor with fds mapped through ipc.map_fd cannot serve a pool")
+        for name in ("stdout", "stderr"):
+            if getattr(self, name) not in (None, DEVNULL, PIPE):
+                raise ValueError(f"a pool's executor takes None, DEVNULL or PIPE as {name}")
+        copy = Executor.__new__(Executor)
+        copy.path = self.path
+        copy.args = list(self.args)
+        copy.env = list(self.env)
+        copy.cwd = self.cwd
+        copy.stdin = PIPE
+        copy.stdout = self.stdout
+        copy.stderr = self.stderr
+        copy.sandbox_before_exec = self.sandbox_before_exec
+        copy.limits = _copy_limits(self.limits)
+        copy.ipc = IPC()
+        copy._used = False
+        copy._serves_forks = False
+        copy._forked_from = None
+        return copy
+
     async def aclose(self) -> None:
         """Stops this executor's custom fork server, if it runs one, and closes its fds."""
         for hook in _ACLOSE_HOOKS:

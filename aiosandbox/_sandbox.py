@@ -119,6 +119,7 @@ class Sandbox:
         self._kill_pending = False
         self._setup_scope: anyio.CancelScope | None = None
         self._syscall_observer: SyscallObserver | None = None  # see observe_syscalls()
+        self._held: anyio.Event | None = None  # see _hold_at_exec()
         self._stdio = ChildStdio()
         self._capturing = False  # run() reads stdout and stderr itself
         self._relays: list[Relay] = []  # relays still delivering after the run
@@ -162,6 +163,11 @@ class Sandbox:
             raise ValueError("input= needs an executor with stdin=PIPE")
         self._capturing = True
         await self.start()
+        return await self._collect(input)
+
+    async def _collect(self, input: bytes | None) -> Result:
+        """run() once the sandbox is started (with ``_capturing`` set before the start):
+        feeds ``input``, captures the output, waits for the result, closes."""
         assert self._tasks is not None
         limit = self._executor.limits.output_limit
         pumps: list[Outcome[None]] = []
@@ -302,8 +308,24 @@ class Sandbox:
             wakeups=self._hub,
             when_readable=call_when_readable,
             observer=self._syscall_observer,
+            on_held=self._held.set if self._held is not None else None,
         )
         return make_monitor(self._monitor_kind, config)
+
+    def _hold_at_exec(self) -> anyio.Event:
+        """Asks, before the start, for the main process to be held at its exec, before
+        its first instruction, until :meth:`_release` (aiosandbox/_pool.py); returns the
+        event set once it is held.  The wall-time limit is the releaser's to arm."""
+        if self._started:
+            raise RuntimeError("_hold_at_exec() must come before the sandbox starts")
+        self._held = anyio.Event()
+        return self._held
+
+    def _release(self) -> None:
+        """Lets a held main process run; its run's wall time counts from now."""
+        self._start_time = time.monotonic()
+        if self._monitor is not None:
+            self._monitor.release()
 
     def _attach(self, main_pid: int, phase: Phase, go: Callable[[], object]) -> None:
         """Seizes the sandboxee, then lets it go on (it waits for that before its filter)."""

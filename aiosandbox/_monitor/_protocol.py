@@ -135,6 +135,10 @@ class MonitorConfig:
         when_readable: ``when_readable(fd, callback)`` calls ``callback`` once ``fd`` is
             readable (a pidfd: once the process has exited).
         observer: learning mode's hook, or None.
+        on_held: if given, the main process is held at its exec (mode (a): after the
+            kernel loaded the binary, before its first instruction) until
+            :meth:`Monitor.release`, and ``on_held`` is called once it is (a prepared
+            run, see aiosandbox/_pool.py).
     """
 
     main_pid: int
@@ -148,6 +152,7 @@ class MonitorConfig:
     wakeups: Wakeups
     when_readable: Callable[[int, Callable[[], None]], None]
     observer: SyscallObserver | None = None
+    on_held: Callable[[], None] | None = None
 
 
 class Monitor(Protocol):
@@ -187,6 +192,11 @@ class Monitor(Protocol):
 
     def when_sandboxed(self, callback: Callable[[], None]) -> None:
         """Calls ``callback`` once the "sandboxed" notice comes (at once if it came)."""
+        ...
+
+    def release(self) -> None:
+        """Lets a main process held at its exec (``MonitorConfig.on_held``) run; if it is
+        not held yet, it will not be."""
         ...
 
 

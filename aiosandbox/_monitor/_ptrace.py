@@ -47,7 +47,7 @@ from .._proc_status import int_field, read_status
 from .._result import SetupReason
 from ._protocol import MonitorConfig, MonitorKind, SyscallEvent
 from ._stops import early_end, report_forbidden, syscall_identity
-from ._verdict import Action, SeccompStop, StopJudge
+from ._verdict import Action, Phase, SeccompStop, StopJudge
 
 __all__ = ["PTRACE", "PtraceMonitor"]
 
@@ -205,6 +205,12 @@ class PtraceMonitor:
         self._wakeups = config.wakeups
         self._when_readable = config.when_readable
         self._observer = config.observer
+        self._on_held = config.on_held  # None once released (or never asked)
+        # Our fork server's sandboxee (modes (a) and (b)) called setsid() before it was
+        # traced: a session leader cannot change its process group (setpgid: EPERM).  A
+        # custom fork server's child did what that server's code did.
+        self._main_leads_session = config.phase is Phase.BEFORE_EXEC
+        self._held = False  # the main process waits in its exec stop for release()
         self._on_sandboxed: Callable[[], None] | None = None
         self._init_watched = False
         self._last_sweep = 0.0
@@ -241,6 +247,17 @@ class PtraceMonitor:
             callback()
         else:
             self._on_sandboxed = callback
+
+    def release(self) -> None:
+        """Lets the main process run on from its exec stop (see ``MonitorConfig.on_held``)."""
+        self._on_held = None
+        if self._held and not self.done:
+            self._held = False
+            try:
+                _ptrace(PTRACE_CONT, self.main_pid, 0, 0)
+            except PtraceError as exc:
+                if exc.errno != errno.ESRCH:  # killed while held: its exit comes next
+                    raise
 
     def attach(self) -> None:
         """PTRACE_SEIZEs the sandboxee; raises OSError if the kernel refuses."""
@@ -351,6 +368,10 @@ class PtraceMonitor:
         handled = self._drain_group(deadline)
         if handled:
             return True
+        if self._main_leads_session and self._tracees <= {self.main_pid}:
+            # The group wait saw the main process: it cannot leave its process group.
+            # Sweeps are for tracees that did.
+            return False
         if not self._sweep_due():
             return False
         return self._sweep(len(self._tracees), deadline) > 0
@@ -450,11 +471,18 @@ class PtraceMonitor:
                         _ptrace(PTRACE_SETOPTIONS, pid, 0, MAIN_OPTIONS)
                 if pid == self.main_pid:
                     self._judge.exec_done()
+                    if self._on_held is not None:
+                        # Held before the binary's first instruction (a prepared run).
+                        on_held, self._on_held = self._on_held, None
+                        self._held = True
+                        on_held()
+                        return
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_EXIT:
-                if pid == self.main_pid:
-                    self._main_exiting(pid)
+                last = self._main_exiting(pid) if pid == self.main_pid else False
                 _ptrace(PTRACE_CONT, pid, 0, 0)
+                if last:
+                    self._end_namespace()
             elif event == PTRACE_EVENT_STOP:
                 if stop_signal in _GROUP_STOP_SIGNALS:
                     # Stay stopped, as an untraced process would, until SIGCONT.
@@ -473,18 +501,24 @@ class PtraceMonitor:
             if exc.errno != errno.ESRCH:
                 raise
 
-    def _main_exiting(self, pid: int) -> None:
-        """At the main process's exit stop: measures its peak, and if it is the last thread
-        (the process ends, its status is fixed) kills the namespace now, so that init's
-        teardown (for a custom fork server's child, of a whole copy of the server) runs
-        beside the main process's own instead of after it.  Not :meth:`kill`: the run is
-        not killed, the main process's status still decides it."""
+    def _main_exiting(self, pid: int) -> bool:
+        """At the main process's exit stop: measures its peak, and returns whether it is
+        the last thread (the process ends, its status is fixed).  Then the namespace is
+        killed at once (:meth:`_end_namespace`), so that init's teardown (for a custom fork
+        server's child, of a whole copy of the server) runs beside the main process's own
+        instead of after it.  Not :meth:`kill`: the run is not killed, the main process's
+        status still decides it."""
         self._main_peak_kib, threads = _exit_facts(pid)
-        if threads == 1:
-            try:
-                signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        return threads == 1
+
+    def _end_namespace(self) -> None:
+        """Kills init, after the main process's last thread was let go on to its exit:
+        the signal wakes init, which may then take this CPU for its teardown, and the main
+        process's exit must not wait for that."""
+        try:
+            signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def _note_cpu_limit(self, pid: int) -> None:
         """Tells the builder when SIGXCPU looks like the kernel's CPU limit of the main
