@@ -34,6 +34,7 @@ if _TYPE_CHECKING or not _lazy.install(globals()):
     from ._policy import Policy as Policy
     from ._policy import PolicyBuilder as PolicyBuilder
     from ._pool import SandboxPool as SandboxPool
+    from ._python_pool import PythonPool as PythonPool
     from ._result import Result as Result
     from ._result import Status as Status
     from ._result import Violation as Violation

@@ -65,7 +65,7 @@ SPEC_TOP_LEVEL = frozenset(
 # Public names beyond SPEC.md, chosen on purpose (IPC is the type of ``executor.ipc``,
 # Violation that of ``result.violation``, policy the module of policy files and inspection,
 # client the sandboxee's public module of SPEC.md section 5, lazy like bpf and policy).
-EXTRA_TOP_LEVEL = frozenset({"IPC", "Violation", "policy", "client"})
+EXTRA_TOP_LEVEL = frozenset({"IPC", "Violation", "policy", "client", "SandboxPool", "PythonPool"})
 
 # SPEC.md section 3.
 SPEC_BPF = frozenset(
