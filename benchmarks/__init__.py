@@ -1,0 +1,1 @@
+"""aiosandbox performance suite: run ``python3 -m benchmarks`` (see __main__.py)."""
