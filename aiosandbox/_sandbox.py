@@ -21,7 +21,6 @@ import dataclasses
 import functools
 import logging
 import os
-import select
 import signal
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from ._monitor._factory import make_monitor, monitor_kind
 from ._monitor._protocol import Monitor, MonitorConfig, SyscallObserver
 from ._monitor._verdict import Phase
 from ._policy import Policy
+from ._poll import readable_now
 from ._result import Result, ResultBuilder, SetupReason, Status
 from ._setup_protocol import SetupFailed
 from ._stdio import Relay, capture
@@ -410,7 +410,7 @@ class Sandbox:
         launch = self._launch
         pidfd = launch.init_pidfd if launch is not None else None
         if launch is not None and pidfd is not None:
-            if not select.select([pidfd], [], [], 0)[0]:
+            if not readable_now(pidfd):
                 call_when_readable(pidfd, self._finish)
                 return
             forget_readable(pidfd)

@@ -33,7 +33,6 @@ import errno
 import logging
 import os
 import resource
-import select
 import signal
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from ptrace.binding.func import ptrace as _ptrace
 
 from .._policy import TraceCode
 from .._policy._bpf import TRACE
+from .._poll import readable_now
 from .._proc_status import int_field, read_status
 from .._result import SetupReason
 from ._protocol import MonitorConfig, MonitorKind, SyscallEvent
@@ -327,7 +327,7 @@ class PtraceMonitor:
         lets happen only when every process of the namespace is reaped.  Tracees whose
         fork event never reached us are reaped too: killed, they all end up as children
         of init, where /proc lists them.  Returns whether there is work left now."""
-        if select.select([self._init_pidfd], [], [], 0)[0]:
+        if readable_now(self._init_pidfd):
             self.done = True
             self._on_done()
             return False
