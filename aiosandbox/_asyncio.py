@@ -22,6 +22,7 @@ Every other module uses anyio.  Two things anyio does not offer are needed here:
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 from collections.abc import Callable, Coroutine
@@ -38,17 +39,35 @@ __all__ = [
 ]
 
 
+# waitid(2) options of the router: any child's stop or exit, also of threads (__WALL),
+# left pending (WNOWAIT) for its monitor to collect.
+_WAIT_ANY = os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT | 0x40000000
+_ROUTE_BATCH = 64  # pending events routed per loop iteration, at most
+
+
 class ChildSignalHub:
-    """Calls every registered listener on SIGCHLD, in the loop's thread.
+    """Calls, on SIGCHLD and in the loop's thread, the listeners that have events.
 
     A listener returns True when it stopped with work left; it is then called again on the
     loop's next iteration, after the loop has had its turn.
+
+    Routing: a listener claims the pids whose events it collects (:meth:`claim`).  On
+    SIGCHLD the hub asks the kernel which child has an event pending, without collecting
+    it (``waitid(P_ALL, WNOWAIT)``), and calls that pid's listener, which collects it; and
+    again, until no event is pending.  So a thousand sandboxes cost one call per event, not
+    a thousand.  When the pending event is one no listener claimed (a child of somebody
+    else's, a new tracee whose fork event is not handled yet) or one its listener left
+    pending, the kernel would name it again first: every listener is called then, as
+    without routing, and each collects its own.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._listeners: set[Callable[[], bool]] = set()
         self._due: set[Callable[[], bool]] = set()
+        self._owners: dict[int, Callable[[], bool]] = {}
+        self._claimed: dict[Callable[[], bool], set[int]] = {}
+        self._routing = False
         self._installed = False
 
     def register(self, listener: Callable[[], bool]) -> None:
@@ -66,14 +85,55 @@ class ChildSignalHub:
         self._listeners.add(listener)
 
     def unregister(self, listener: Callable[[], bool]) -> None:
-        """Removes a listener.  The signal handler stays for the loop's lifetime: adding
-        and removing it costs more than a sandbox run's whole monitor work."""
+        """Removes a listener and its claims.  The signal handler stays for the loop's
+        lifetime: adding and removing it costs more than a sandbox run's whole monitor
+        work."""
         self._listeners.discard(listener)
+        for pid in self._claimed.pop(listener, ()):
+            if self._owners.get(pid) == listener:
+                del self._owners[pid]
+
+    def claim(self, pid: int, listener: Callable[[], bool]) -> None:
+        """Routes the events of ``pid`` to ``listener`` (see the class's text)."""
+        self._owners[pid] = listener
+        self._claimed.setdefault(listener, set()).add(pid)
+
+    def disown(self, pid: int, listener: Callable[[], bool]) -> None:
+        """Ends a claim: ``pid`` is reaped (its number may be reused)."""
+        if self._owners.get(pid) == listener:
+            del self._owners[pid]
+        claimed = self._claimed.get(listener)
+        if claimed is not None:
+            claimed.discard(pid)
 
     def _dispatch(self) -> None:
         # asyncio calls this once per signal byte read from its wake-up fd: thousands of
-        # times in one loop iteration under a storm.  Each listener runs at most once per
-        # iteration, from the loop's ready queue.
+        # times in one loop iteration under a storm.  One routing pass per iteration.
+        if not self._routing:
+            self._routing = True
+            self._loop.call_soon(self._route)
+
+    def _route(self) -> None:
+        self._routing = False
+        called: set[int] = set()
+        for _ in range(_ROUTE_BATCH):
+            try:
+                pending = os.waitid(os.P_ALL, 0, _WAIT_ANY)
+            except ChildProcessError:
+                return  # no child at all
+            if pending is None:
+                return  # nothing pending
+            listener = self._owners.get(pending.si_pid)
+            if listener is None or listener not in self._listeners or pending.si_pid in called:
+                break
+            called.add(pending.si_pid)
+            self._due.discard(listener)
+            if listener():
+                self.call_soon(listener)
+        else:
+            # More events than a batch: the loop gets its turn first.
+            self._dispatch()
+            return
         for listener in self._listeners:
             self.call_soon(listener)
 

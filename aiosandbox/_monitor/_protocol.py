@@ -114,6 +114,12 @@ class Wakeups(Protocol):
     def call_later(self, delay: float, listener: Callable[[], bool]) -> None:
         """Calls ``listener`` after ``delay`` seconds."""
 
+    def claim(self, pid: int, listener: Callable[[], bool]) -> None:
+        """Routes the wake-ups for ``pid``'s events to ``listener``."""
+
+    def disown(self, pid: int, listener: Callable[[], bool]) -> None:
+        """Ends a claim (``pid`` is reaped)."""
+
 
 @dataclass(frozen=True, slots=True)
 class MonitorConfig:

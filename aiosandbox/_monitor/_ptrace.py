@@ -231,6 +231,15 @@ class PtraceMonitor:
         self.sandboxed = False
         """Whether the client's "sandboxed" notice came (modes (b) and (c))."""
 
+    def _track(self, pid: int) -> None:
+        """``pid`` is one of ours: its events are waited for, and routed to us."""
+        self._tracees.add(pid)
+        self._wakeups.claim(pid, self.process_events)
+
+    def _untrack(self, pid: int) -> None:
+        self._tracees.discard(pid)
+        self._wakeups.disown(pid, self.process_events)
+
     def _call_later(self, delay: float) -> None:
         """Asks for :meth:`process_events` to be called after ``delay`` seconds."""
         self._wakeups.call_later(delay, self.process_events)
@@ -265,7 +274,7 @@ class PtraceMonitor:
             _ptrace(PTRACE_SEIZE, self.main_pid, 0, MAIN_OPTIONS)
         except PtraceError as exc:
             raise OSError(exc.errno or errno.EPERM, f"PTRACE_SEIZE failed: {exc}") from exc
-        self._tracees.add(self.main_pid)
+        self._track(self.main_pid)
 
     def kill(self) -> None:
         """Kills every process of the sandbox (idempotent, from any task of the loop)."""
@@ -339,7 +348,8 @@ class PtraceMonitor:
         # Our own former tracees (the main process first) stay zombies until init reaps them.
         orphans -= self._gone
         if orphans:
-            self._tracees |= orphans
+            for orphan in orphans:
+                self._track(orphan)
             return True
         if not self._init_watched:
             self._init_watched = True
@@ -386,7 +396,7 @@ class PtraceMonitor:
             if waited == 0:
                 break
             handled += 1
-            self._tracees.add(waited)
+            self._track(waited)
             self._handle(waited, status, rusage)
         return handled
 
@@ -404,7 +414,7 @@ class PtraceMonitor:
                 waited, status, rusage = os.wait4(pid, os.WNOHANG | _WALL)
             except ChildProcessError:
                 # Not traceable by us any more (e.g. a thread that vanished at exec).
-                self._tracees.discard(pid)
+                self._untrack(pid)
                 self._gone.add(pid)
                 continue
             if waited:
@@ -434,7 +444,7 @@ class PtraceMonitor:
 
     def _handle(self, pid: int, status: int, rusage: resource.struct_rusage) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            self._tracees.discard(pid)
+            self._untrack(pid)
             self._configured.discard(pid)
             self._gone.add(pid)
             if pid == self.main_pid:
@@ -456,7 +466,7 @@ class PtraceMonitor:
                 self._seccomp_stop(pid)
             elif event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
                 child = _event_message(pid)
-                self._tracees.add(child)
+                self._track(child)
                 if event != PTRACE_EVENT_CLONE:
                     self._processes.add(child)
                 _ptrace(PTRACE_CONT, pid, 0, 0)
@@ -465,7 +475,7 @@ class PtraceMonitor:
                 if former != pid:
                     # A non-leader thread exec'd and took over the leader's pid (and kept
                     # its own options).
-                    self._tracees.discard(former)
+                    self._untrack(former)
                     self._configured.discard(former)
                     if pid == self.main_pid:
                         _ptrace(PTRACE_SETOPTIONS, pid, 0, MAIN_OPTIONS)

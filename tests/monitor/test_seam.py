@@ -73,6 +73,12 @@ class _Wakeups:
     def call_later(self, delay: float, listener: Callable[[], bool]) -> None:
         self.later.append((delay, listener))
 
+    def claim(self, pid: int, listener: Callable[[], bool]) -> None:
+        pass
+
+    def disown(self, pid: int, listener: Callable[[], bool]) -> None:
+        pass
+
 
 def config(observer: SyscallObserver | None = None, *, gate: bool = True) -> MonitorConfig:
     return MonitorConfig(

@@ -29,7 +29,7 @@ def high_fd_numbers() -> Iterator[None]:
     if hard != resource.RLIM_INFINITY and hard < wanted:
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {wanted}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    filler = []
+    filler: list[int] = []
     try:
         while not filler or filler[-1] < 1100:
             filler.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
