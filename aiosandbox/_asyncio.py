@@ -22,10 +22,16 @@ Every other module uses anyio.  Two things anyio does not offer are needed here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+
+try:
+    import sniffio
+except ImportError:  # anyio works without it: then it asks asyncio for the running loop
+    sniffio = None  # type: ignore[assignment]
 
 from ._exceptions import SetupError
 
@@ -114,6 +120,10 @@ class ChildSignalHub:
             self._loop.call_soon(self._route)
 
     def _route(self) -> None:
+        with _as_asyncio():
+            self._route_pending()
+
+    def _route_pending(self) -> None:
         self._routing = False
         called: set[int] = set()
         for _ in range(_ROUTE_BATCH):
@@ -149,8 +159,24 @@ class ChildSignalHub:
 
     def _run(self, listener: Callable[[], bool]) -> None:
         self._due.discard(listener)
-        if listener in self._listeners and listener():
-            self.call_soon(listener)
+        with _as_asyncio():
+            if listener in self._listeners and listener():
+                self.call_soon(listener)
+
+
+@contextlib.contextmanager
+def _as_asyncio() -> Iterator[None]:
+    """Runs a loop callback as a task would run, for anyio: the monitors' callbacks end
+    runs, and ending a run closes its comms through anyio, which finds the running
+    library through sniffio -- and outside a task sniffio finds none."""
+    if sniffio is None:
+        yield  # then anyio asks asyncio for the running loop, which works here too
+        return
+    token = sniffio.current_async_library_cvar.set("asyncio")
+    try:
+        yield
+    finally:
+        sniffio.current_async_library_cvar.reset(token)
 
 
 _hubs: dict[asyncio.AbstractEventLoop, ChildSignalHub] = {}
@@ -179,7 +205,12 @@ class Timer:
         """Fires ``seconds`` from now; None or 0 disarms."""
         self.cancel()
         if seconds:
-            self._handle = self._loop.call_later(seconds, self._callback)
+            self._handle = self._loop.call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        with _as_asyncio():
+            self._callback()
 
     def cancel(self) -> None:
         """Disarms the timer."""
@@ -195,7 +226,8 @@ def call_when_readable(fd: int, callback: Callable[[], None]) -> None:
 
     def ready() -> None:
         loop.remove_reader(fd)
-        callback()
+        with _as_asyncio():
+            callback()
 
     loop.add_reader(fd, ready)
 

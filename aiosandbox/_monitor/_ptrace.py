@@ -278,6 +278,8 @@ class PtraceMonitor:
 
     def kill(self) -> None:
         """Kills every process of the sandbox (idempotent, from any task of the loop)."""
+        if self.done:
+            return  # init is gone, and the sandbox closes its pidfd: the number may be reused
         if not self._killed and not self._main_reaped and self._main_peak_kib is None:
             # A killed process makes no exit stop: measure it now.
             self._main_peak_kib = _exit_facts(self.main_pid)[0]
