@@ -157,6 +157,7 @@ def no_bwrap(report: Report) -> None:
 async def section_breakdown(bins: Binaries, rounds: int) -> Report:
     print("\n## 0. Set-up latency breakdown (static exit 0, medians)")
     report: Report = {}
+    policy = static_policy()  # compiled once, as a caller would
     for label, size in (("cold", 0), ("pooled", None)):
         runs = []
         with _breakdown.recording() as take:
@@ -164,7 +165,7 @@ async def section_breakdown(bins: Binaries, rounds: int) -> Report:
             with context:
                 for _ in range(rounds + 3):
                     await asyncio.sleep(0.005)
-                    await sandboxed(bins.exit0, static_policy())
+                    await sandboxed(bins.exit0, policy)
                     runs.append(take())
         lines, medians = _breakdown.table(runs[3:])
         print(f"  -- {label}")

@@ -73,6 +73,22 @@ def modes(path: str, args: list[str]) -> None:
     assert_type(Executor.from_fork_server(Executor(path, args)), Executor)
 
 
+# --- README: "Many runs of one program, and Python snippets" ----------------------------
+
+
+async def pools(grader: str, policy: Policy, test_case: bytes) -> None:
+    from aiosandbox import PythonPool, SandboxPool
+
+    # fmt: off
+    async with SandboxPool(Executor(grader, [grader], stdout=PIPE), policy, size=4) as pool:
+        result = await pool.run(input=test_case)        # a fresh sandboxee, exec'd ahead
+
+    async with PythonPool() as pool:                      # allow_python() by default
+        result = await pool.run("print(sum(range(100)))")  # a fresh interpreter, started ahead
+    # fmt: on
+    assert_type(result, Result)
+
+
 # --- SPEC.md section 2, as written but for allow_host (see not_yet_built) ---------------
 
 # fmt: off
