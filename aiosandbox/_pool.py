@@ -121,10 +121,11 @@ class SandboxPool:
                 return await sandbox._collect(None)  # what a cold run would say
             await sandbox.aclose()  # ended meanwhile (killed from outside): not a run
             self._top_up()
+        rest = sandbox._prefeed(bytes(input))  # there before the sandboxee runs
         sandbox.set_wall_time_limit(self._wall_time_limit)
         sandbox._release()
         try:
-            return await sandbox._collect(bytes(input))
+            return await sandbox._collect(rest)
         finally:
             # Its replacement is started now, not beside the run: on few CPUs a start
             # (the fork server, init, the supervisor's part) would slow the run down.

@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -320,6 +321,21 @@ class Sandbox:
             raise RuntimeError("_hold_at_exec() must come before the sandbox starts")
         self._held = anyio.Event()
         return self._held
+
+    def _prefeed(self, data: bytes) -> bytes:
+        """Writes to the stdin pipe what of ``data`` it takes now, without waiting, and
+        closes it if that is all; returns the rest (for :meth:`_collect` to feed).  A pool
+        does this before it releases a sandboxee, which then finds its input at once."""
+        sock = self._stdio.pipes.get("stdin")
+        if sock is None:
+            return data
+        try:
+            sent = sock.send(data, socket.MSG_DONTWAIT) if data else 0
+            if sent == len(data):
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return data  # full, or the reader is gone: the feed task finds out
+        return data[sent:]
 
     def _release(self) -> None:
         """Lets a held main process run; its run's wall time counts from now."""
