@@ -374,20 +374,21 @@ async def section_stalls(bins: Binaries, runs: int) -> Report:
     }
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
+def _kib(path: str, field: str) -> int:
+    """A ``Field:  N kB`` line of a /proc file, in KiB."""
+    with open(path) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def _rss_kib() -> int:
+    return _kib("/proc/self/status", "VmRSS")
 
 
 def _mem_available_kib() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    return 0
+    return _kib("/proc/meminfo", "MemAvailable")
 
 
 def _cpu_seconds() -> float:

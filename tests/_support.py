@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aiosandbox import Violation
+from aiosandbox import PolicyBuilder, Result, Violation
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -67,4 +67,34 @@ def violation(nr: int = 41) -> Violation:
         arch="x86_64",
         pid=1234,
         description="socket(AF_INET, SOCK_STREAM, 0)",
+    )
+
+
+def comparable(result: Result) -> tuple[object, ...]:
+    """What two runs of the same program with the same input must agree on, whatever
+    started them (a cold sandbox, a blank, a prepared pool): not times, pids, rusage."""
+    violation = result.violation
+    return (
+        result.status,
+        result.reason_code,
+        result.exit_code,
+        result.signal,
+        result.stdout,
+        result.stderr,
+        violation and (violation.syscall_nr, violation.args, violation.description),
+    )
+
+
+def scratch_policy() -> PolicyBuilder:
+    """The test sandboxee's start, read, write, open, sleep and exit, and a writable
+    tmpfs at /scratch (for its ``createnew`` freshness probe)."""
+    return (
+        PolicyBuilder()
+        .allow_static_startup()
+        .allow_read()
+        .allow_write()
+        .allow_open()
+        .allow_exit()
+        .allow_sleep()
+        .add_tmpfs("/scratch", 1 << 20)
     )

@@ -13,45 +13,21 @@ import time
 
 import pytest
 
-from aiosandbox import PIPE, Executor, PolicyBuilder, Result, Sandbox, Status, _blanks
+from aiosandbox import PIPE, Executor, Result, Sandbox, Status, _blanks
 from aiosandbox._forkserver._client import fork_server
 
-from .._support import Binaries
+from .._support import Binaries, comparable, scratch_policy
 
 pytestmark = pytest.mark.nonroot
 
 GETPPID = 110
 
 
-def policy_builder() -> PolicyBuilder:
-    return (
-        PolicyBuilder()
-        .allow_static_startup()
-        .allow_read()
-        .allow_write()
-        .allow_open()
-        .allow_exit()
-        .add_tmpfs("/scratch", 1 << 20)
-    )
-
-
 async def run(binary: str, *args: str, stdin: bytes | None = None) -> Result:
     executor = Executor(
         binary, ["testcase", *args], stdin=PIPE if stdin is not None else None, stdout=PIPE
     )
-    return await Sandbox(executor, policy_builder().build()).run(input=stdin)
-
-
-def comparable(result: Result) -> tuple[object, ...]:
-    violation = result.violation
-    return (
-        result.status,
-        result.reason_code,
-        result.exit_code,
-        result.signal,
-        result.stdout,
-        violation and (violation.syscall_nr, violation.args, violation.description),
-    )
+    return await Sandbox(executor, scratch_policy().build()).run(input=stdin)
 
 
 CASES = [

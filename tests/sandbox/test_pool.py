@@ -16,61 +16,34 @@ import pytest
 from aiosandbox import (
     PIPE,
     Executor,
-    PolicyBuilder,
     Result,
     Sandbox,
     SandboxPool,
     Status,
 )
 
-from .._support import Binaries
+from .._support import Binaries, comparable, scratch_policy
 
 pytestmark = pytest.mark.nonroot
 
 GETPPID = 110
 
 
-def policy_builder() -> PolicyBuilder:
-    return (
-        PolicyBuilder()
-        .allow_static_startup()
-        .allow_read()
-        .allow_write()
-        .allow_open()
-        .allow_exit()
-        .allow_sleep()
-        .add_tmpfs("/scratch", 1 << 20)
-    )
-
-
 def executor(binary: str, *args: str) -> Executor:
     return Executor(binary, ["testcase", *args], stdout=PIPE, stderr=PIPE)
-
-
-def comparable(result: Result) -> tuple[object, ...]:
-    violation = result.violation
-    return (
-        result.status,
-        result.reason_code,
-        result.exit_code,
-        result.signal,
-        result.stdout,
-        result.stderr,
-        violation and (violation.syscall_nr, violation.args, violation.description),
-    )
 
 
 async def plain_run(binary: str, *args: str, input: bytes = b"") -> Result:
     template = executor(binary, *args)
     one = Executor(template.path, template.args, stdin=PIPE, stdout=PIPE, stderr=PIPE)
-    return await Sandbox(one, policy_builder().build()).run(input=input)
+    return await Sandbox(one, scratch_policy().build()).run(input=input)
 
 
 INPUTS = [b"", b"one line\n", b"x" * 100_000, bytes(range(256))]
 
 
 async def test_prepared_runs_give_the_plain_runs_results(binaries: Binaries) -> None:
-    policy = policy_builder().build()
+    policy = scratch_policy().build()
     async with SandboxPool(executor(binaries.static, "cat"), policy, size=2) as pool:
         for data in INPUTS:
             prepared = await pool.run(input=data)
@@ -82,7 +55,7 @@ async def test_prepared_runs_give_the_plain_runs_results(binaries: Binaries) -> 
 
 async def test_prepared_runs_run_concurrently(binaries: Binaries) -> None:
     results: dict[int, Result] = {}
-    async with SandboxPool(executor(binaries.static, "cat"), policy_builder().build()) as pool:
+    async with SandboxPool(executor(binaries.static, "cat"), scratch_policy().build()) as pool:
 
         async def one(index: int) -> None:
             results[index] = await pool.run(input=b"case %d\n" % index)
@@ -97,14 +70,14 @@ async def test_every_prepared_run_is_a_fresh_sandboxee(binaries: Binaries) -> No
     # The same file in the same tmpfs, created anew by every run: EEXIST (17) would mean a
     # sandbox that ran before.
     template = executor(binaries.static, "createnew", "/scratch/mark")
-    async with SandboxPool(template, policy_builder().build(), size=2) as pool:
+    async with SandboxPool(template, scratch_policy().build(), size=2) as pool:
         codes = [(await pool.run()).exit_code for _ in range(6)]
     assert codes == [0] * 6
 
 
 async def test_a_violation_is_reported_as_in_a_plain_run(binaries: Binaries) -> None:
     args = ("syscall", str(GETPPID))
-    async with SandboxPool(executor(binaries.static, *args), policy_builder().build()) as pool:
+    async with SandboxPool(executor(binaries.static, *args), scratch_policy().build()) as pool:
         prepared = await pool.run()
     plain = await plain_run(binaries.static, *args)
     assert prepared.status is Status.VIOLATION, str(prepared)
@@ -114,7 +87,7 @@ async def test_a_violation_is_reported_as_in_a_plain_run(binaries: Binaries) -> 
 async def test_wall_time_counts_from_the_run_not_from_the_start(binaries: Binaries) -> None:
     template = executor(binaries.static, "sleep", "1")
     template.limits.wall_time_limit = 0.5
-    async with SandboxPool(template, policy_builder().build(), size=1) as pool:
+    async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
         # Let the held sandbox wait longer than its limit: held, it runs no code and has no
         # limit yet.  The run itself then takes 1 s against its 0.5 s.
         await anyio.sleep(0.8)
@@ -127,7 +100,7 @@ async def test_a_waiting_sandbox_is_exec_d_and_held(binaries: Binaries) -> None:
     # Held at its exec stop: the binary is loaded (its /proc exe is the binary) and the
     # process is stopped by its tracer (state "t") before the program's first instruction.
     template = executor(binaries.static, "exit", "0")
-    async with SandboxPool(template, policy_builder().build(), size=1) as pool:
+    async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
         with anyio.fail_after(10):
             while not (held := [s for s in _pool_sandboxes(pool) if s.pid is not None]):
                 await anyio.sleep(0.01)
@@ -153,7 +126,7 @@ async def test_a_held_sandbox_killed_from_outside_is_never_handed_out(
     binaries: Binaries,
 ) -> None:
     template = executor(binaries.static, "exit", "3")
-    async with SandboxPool(template, policy_builder().build(), size=1) as pool:
+    async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
         assert (await pool.run()).exit_code == 3
         with anyio.fail_after(10):
             while not (held := [s for s in _pool_sandboxes(pool) if s.pid is not None]):
@@ -170,14 +143,14 @@ async def test_a_held_sandbox_killed_from_outside_is_never_handed_out(
 
 async def test_a_setup_error_is_the_runs_result(binaries: Binaries) -> None:
     template = Executor(binaries.static, ["testcase", "exit", "0"], cwd="/nonexistent")
-    async with SandboxPool(template, policy_builder().build(), size=1) as pool:
+    async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
         result = await pool.run()
     assert result.status is Status.SETUP_ERROR, str(result)
     assert "/nonexistent" in result.detail
 
 
 async def test_a_closed_pool_refuses_runs(binaries: Binaries) -> None:
-    pool = SandboxPool(executor(binaries.static, "cat"), policy_builder().build(), size=1)
+    pool = SandboxPool(executor(binaries.static, "cat"), scratch_policy().build(), size=1)
     assert (await pool.run(input=b"a")).stdout == b"a"
     await pool.aclose()
     with pytest.raises(RuntimeError, match="closed"):
@@ -185,7 +158,7 @@ async def test_a_closed_pool_refuses_runs(binaries: Binaries) -> None:
 
 
 def test_templates_that_cannot_be_shared_are_refused(binaries: Binaries) -> None:
-    policy = policy_builder().build()
+    policy = scratch_policy().build()
     with pytest.raises(ValueError, match="size"):
         SandboxPool(executor(binaries.static, "cat"), policy, size=0)
     mapped = executor(binaries.static, "cat")
