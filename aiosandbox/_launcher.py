@@ -207,7 +207,8 @@ class Launch:
             return
         try:
             _blanks.refill(request)
-        except SetupError as exc:
+        except (SetupError, OSError) as exc:
+            # The run is over and fine; the next one starts cold and says why if it must.
             logger.debug("cannot refill the pool of blanks: %s", exc)
 
     def _take_blank(self, request: SpawnRequest, fds: list[int]) -> bool:

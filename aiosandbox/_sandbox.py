@@ -448,10 +448,10 @@ class Sandbox:
             self._executor.ipc.close_channel()
         self._stdio.end()
         self._result = self._builder.build(time.monotonic() - self._start_time)
-        if isinstance(launch, Launch):
-            launch.refill_pool()
         logger.debug("sandbox finished: %s", self._result)
         self._done.set()
+        if isinstance(launch, Launch):
+            launch.refill_pool()
 
     def _on_wall_time(self) -> None:
         self._builder.timed_out()
