@@ -17,10 +17,10 @@ topped up to :func:`pool_size`: the fork server and the new inits then work whil
 supervisor waits for the next run, not beside a run that is setting up (on a machine of
 few CPUs they would slow it down), and after every request queued before.  A blank is
 never given twice and never reused: it has run nothing when taken, it is exactly as
-isolated and as fresh as a cold sandbox.
-Its mounts were opened when it was made, so a blank older than :data:`_MAX_AGE` (a file
-replaced meanwhile would still show its old version) or made by an earlier fork server
-(which died, and its blanks with it) is dropped, never used.
+isolated and as fresh as a cold sandbox.  Its mounts were opened when it was made, so a
+blank older than :data:`_MAX_AGE` (a file replaced meanwhile would still show its old
+version) or made by an earlier fork server (which died, and its blanks with it) is
+dropped, never used.
 
 A dropped blank is ended by closing its setup socket: its sandboxee sees the end while it
 waits and exits, which ends init and the namespaces.  Blanks hold no event-loop state (one

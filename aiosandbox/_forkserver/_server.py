@@ -53,9 +53,9 @@ A *blank* request (``"blank": True``, no fds but the setup socket, none of the
 root, hostname, ``lo``, init, and a sandboxee that has become the sandbox user, reports
 "ready" and waits on the setup socket for its run (those fields, then the binary's fd and
 the mapped fds).  It prepares the run (its fds, the exec's arguments) while the supervisor
-attaches, then waits for "go" as a cold sandboxee does.  A
-blank never ran anything of a run's, so it is exactly as fresh as a cold sandbox; the
-supervisor keeps a few per sandbox shape (aiosandbox/_blanks.py).
+attaches, then waits for "go" as a cold sandboxee does.  A blank never ran anything of a
+run's, so it is exactly as fresh as a cold sandbox; the supervisor keeps a few per sandbox
+shape (aiosandbox/_blanks.py).
 
 Errors in the children are sent on the setup socket as b"E" + message before they exit;
 the server itself never dies of a bad request.
