@@ -111,19 +111,21 @@ class SandboxPool:
         """
         if not isinstance(input, bytes | bytearray | memoryview):
             raise TypeError(f"input must be bytes, not {type(input).__name__}")
+        data = bytes(input)
         while True:
             sandbox = await self._take()
             if not _ended(sandbox):
-                break
-            await sandbox._done.wait()
-            assert sandbox._result is not None
-            if sandbox._result.status is Status.SETUP_ERROR:
+                rest = sandbox._prefeed(data)  # there before the sandboxee runs
+                sandbox.set_wall_time_limit(self._wall_time_limit)
+                if sandbox._release():
+                    break
+            # Ended meanwhile (killed from outside, say): not a run.
+            ended = await sandbox.await_result()
+            if ended.status is Status.SETUP_ERROR:
+                self._top_up()
                 return await sandbox._collect(None)  # what a cold run would say
-            await sandbox.aclose()  # ended meanwhile (killed from outside): not a run
+            await sandbox.aclose()
             self._top_up()
-        rest = sandbox._prefeed(bytes(input))  # there before the sandboxee runs
-        sandbox.set_wall_time_limit(self._wall_time_limit)
-        sandbox._release()
         try:
             return await sandbox._collect(rest)
         finally:
@@ -236,8 +238,11 @@ def _ended(sandbox: Sandbox) -> bool:
     """Whether a waiting sandbox has ended, or is ending: its monitor first handles what
     the kernel has to say (a main process killed while held has exited by now)."""
     monitor = sandbox._monitor
-    if monitor is not None and not sandbox._done.is_set():
-        monitor.process_events()
+    if monitor is not None and not sandbox._done.is_set() and monitor.process_events():
+        # Work left (the main process reaped, init's exit next): the hub calls it again, as
+        # it would have had it made this call.  Nothing else would: no SIGCHLD is left.
+        assert sandbox._hub is not None
+        sandbox._hub.call_soon(monitor.process_events)
     return sandbox._done.is_set() or sandbox._builder.ending
 
 

@@ -337,11 +337,11 @@ class Sandbox:
             return data  # full, or the reader is gone: the feed task finds out
         return data[sent:]
 
-    def _release(self) -> None:
-        """Lets a held main process run; its run's wall time counts from now."""
+    def _release(self) -> bool:
+        """Lets a held main process run; its run's wall time counts from now.  Returns
+        False if the main process has reached its exit already (killed while it waited)."""
         self._start_time = time.monotonic()
-        if self._monitor is not None:
-            self._monitor.release()
+        return self._monitor is not None and self._monitor.release()
 
     def _attach(self, main_pid: int, phase: Phase, go: Callable[[], object]) -> None:
         """Seizes the sandboxee, then lets it go on (it waits for that before its filter)."""

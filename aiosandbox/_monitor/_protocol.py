@@ -200,9 +200,10 @@ class Monitor(Protocol):
         """Calls ``callback`` once the "sandboxed" notice comes (at once if it came)."""
         ...
 
-    def release(self) -> None:
+    def release(self) -> bool:
         """Lets a main process held at its exec (``MonitorConfig.on_held``) run; if it is
-        not held yet, it will not be."""
+        not held yet, it will not be.  Returns False if the main process has reached its
+        exit already (killed while it waited): the run it was kept for never began."""
         ...
 
 

@@ -211,6 +211,7 @@ class PtraceMonitor:
         # custom fork server's child did what that server's code did.
         self._main_leads_session = config.phase is Phase.BEFORE_EXEC
         self._held = False  # the main process waits in its exec stop for release()
+        self._main_exit_seen = False  # its exit stop or its end was handled
         self._on_sandboxed: Callable[[], None] | None = None
         self._init_watched = False
         self._last_sweep = 0.0
@@ -257,16 +258,24 @@ class PtraceMonitor:
         else:
             self._on_sandboxed = callback
 
-    def release(self) -> None:
-        """Lets the main process run on from its exec stop (see ``MonitorConfig.on_held``)."""
+    def release(self) -> bool:
+        """Lets the main process run on from its exec stop (see ``MonitorConfig.on_held``);
+        False if it was killed first: the events handled so far say it exited, a SIGKILL
+        is queued for it (its exit stop may be reached, not reported yet), or it is no
+        longer in its stop."""
         self._on_held = None
-        if self._held and not self.done:
-            self._held = False
-            try:
-                _ptrace(PTRACE_CONT, self.main_pid, 0, 0)
-            except PtraceError as exc:
-                if exc.errno != errno.ESRCH:  # killed while held: its exit comes next
-                    raise
+        if self.done or self._main_exit_seen or _kill_pending(self.main_pid):
+            return False
+        if not self._held:
+            return True  # it runs already (an unheld pool's sandboxee waits by itself)
+        self._held = False
+        try:
+            _ptrace(PTRACE_CONT, self.main_pid, 0, 0)
+        except PtraceError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+            return False  # killed while held: its exit comes next
+        return True
 
     def attach(self) -> None:
         """PTRACE_SEIZEs the sandboxee; raises OSError if the kernel refuses."""
@@ -491,7 +500,10 @@ class PtraceMonitor:
                         return
                 _ptrace(PTRACE_CONT, pid, 0, 0)
             elif event == PTRACE_EVENT_EXIT:
-                last = self._main_exiting(pid) if pid == self.main_pid else False
+                last = False
+                if pid == self.main_pid:
+                    self._main_exit_seen = True
+                    last = self._main_exiting(pid)
                 _ptrace(PTRACE_CONT, pid, 0, 0)
                 if last:
                     self._end_namespace()
@@ -582,6 +594,7 @@ class PtraceMonitor:
 
     def _main_ended(self, status: int, rusage: resource.struct_rusage) -> None:
         self._main_reaped = True
+        self._main_exit_seen = True
         exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         failure = None if self._killed else early_end(self._judge.phase, exit_code, signal_number)
@@ -607,6 +620,17 @@ class PtraceMonitor:
 def _thread_group(tid: int) -> int | None:
     """The pid of the process a thread belongs to, None if it is gone."""
     return int_field(read_status(tid), "Tgid")
+
+
+def _kill_pending(pid: int) -> bool:
+    """Whether a SIGKILL is queued for a process (or it is gone)."""
+    fields = read_status(pid)
+    if fields is None:
+        return True
+    try:
+        return bool(int(fields.get("ShdPnd", "0"), 16) & 1 << (signal.SIGKILL - 1))
+    except ValueError:
+        return False
 
 
 def _exit_facts(pid: int) -> tuple[int | None, int]:

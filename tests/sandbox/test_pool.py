@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import anyio
 import pytest
@@ -90,10 +91,33 @@ async def test_wall_time_counts_from_the_run_not_from_the_start(binaries: Binari
     async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
         # Let the held sandbox wait longer than its limit: held, it runs no code and has no
         # limit yet.  The run itself then takes 1 s against its 0.5 s.
+        await _until_held(pool)
         await anyio.sleep(0.8)
+        before = time.monotonic()
         result = await pool.run()
+        after = time.monotonic()
     assert result.status is Status.TIMEOUT, str(result)
-    assert 0.5 <= result.wall_time < 0.8
+    assert 0.5 <= result.wall_time <= after - before
+
+
+async def test_a_sandbox_held_longer_than_its_limit_still_runs(binaries: Binaries) -> None:
+    template = executor(binaries.static, "cat")
+    template.limits.wall_time_limit = 0.3
+    async with SandboxPool(template, policy_builder().build(), size=1) as pool:
+        await _until_held(pool)
+        await anyio.sleep(0.6)
+        before = time.monotonic()
+        result = await pool.run(input=b"still fresh\n")
+        after = time.monotonic()
+    assert result.status is Status.OK, str(result)
+    assert result.stdout == b"still fresh\n"
+    assert result.wall_time <= after - before
+
+
+async def _until_held(pool: SandboxPool) -> None:
+    with anyio.fail_after(10):
+        while not [s for s in _pool_sandboxes(pool) if s.pid is not None]:
+            await anyio.sleep(0.01)
 
 
 async def test_a_waiting_sandbox_is_exec_d_and_held(binaries: Binaries) -> None:
@@ -175,3 +199,40 @@ def test_templates_that_cannot_be_shared_are_refused(binaries: Binaries) -> None
         SandboxPool(Executor(binaries.static, ["testcase"], stdout=1), policy)
     with pytest.raises(TypeError):
         SandboxPool("testcase", policy)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("until", ["sent", "exit stop"])
+async def test_a_held_sandbox_killed_just_before_its_run_is_never_handed_out(
+    binaries: Binaries, until: str
+) -> None:
+    # The loop gets no turn between the kill and the run: the SIGKILL is still on its
+    # way, or the main process waits in its exit stop, which only the run's own look at
+    # the sandbox can find.
+    template = executor(binaries.static, "exit", "3")
+    async with SandboxPool(template, policy_builder().build(), size=1) as pool:
+        with anyio.fail_after(10):
+            while not (held := [s for s in _pool_sandboxes(pool) if s.pid is not None]):
+                await anyio.sleep(0.01)
+        pid = held[0].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        if until == "exit stop":
+            deadline = time.monotonic() + 10
+            while not _in_exit_stop(pid) and time.monotonic() < deadline:
+                time.sleep(0.001)  # not anyio.sleep: the loop must not run meanwhile
+            assert _in_exit_stop(pid)
+        with anyio.fail_after(10):
+            result = await pool.run()
+    assert result.status is Status.OK and result.exit_code == 3, str(result)
+
+
+def _in_exit_stop(pid: int) -> bool:
+    """Stopped for its tracer with SIGKILL dequeued: after a kill, only its exit stop."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    kill = 1 << (signal.SIGKILL - 1)
+    return (
+        fields["State"].startswith("t")
+        and int(fields["ShdPnd"], 16) & kill != 0
+        and int(fields["SigPnd"], 16) & kill == 0
+    )
