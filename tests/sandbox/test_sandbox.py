@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import mmap
 import os
 import signal
@@ -312,6 +313,23 @@ async def test_stdin_input_and_stdout_pipe(binaries: Binaries) -> None:
     result = await Sandbox(executor, base_policy().build()).run(input=b"hello sandbox")
     assert result.status is Status.OK, str(result)
     assert result.stdout == b"hello sandbox"
+
+
+# argv counts around the fork server's array sizes (it rounds a NULL-terminated argv or
+# envp up to 8, 16, 32, ... entries): "python3", "-c", the code, then these arguments.
+@pytest.mark.parametrize("count", [0, 4, 5, 12, 13, 61, 300])
+async def test_argv_and_environment_arrive_whole(count: int) -> None:
+    args = [f"arg {i}" for i in range(count)]
+    env = {f"K{i}": f"value {i}" for i in range(count)}
+    code = (
+        "import json, os, sys\n"
+        "mine = {k: v for k, v in os.environ.items() if k.startswith('K')}\n"
+        "print(json.dumps([sys.argv[1:], mine]))"
+    )
+    executor = Executor("/usr/bin/python3", ["python3", "-c", code, *args], env=env, stdout=PIPE)
+    result = await Sandbox(executor, PolicyBuilder().allow_python().build()).run()
+    assert result.status is Status.OK, str(result)
+    assert json.loads(result.stdout or b"") == [args, env]
 
 
 async def test_map_fd_gives_the_sandboxee_a_file_as_stdin(binaries: Binaries) -> None:
