@@ -103,7 +103,7 @@ async def test_wall_time_counts_from_the_run_not_from_the_start(binaries: Binari
 async def test_a_sandbox_held_longer_than_its_limit_still_runs(binaries: Binaries) -> None:
     template = executor(binaries.static, "cat")
     template.limits.wall_time_limit = 0.3
-    async with SandboxPool(template, policy_builder().build(), size=1) as pool:
+    async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
         await _until_held(pool)
         await anyio.sleep(0.6)
         before = time.monotonic()
@@ -209,7 +209,7 @@ async def test_a_held_sandbox_killed_just_before_its_run_is_never_handed_out(
     # way, or the main process waits in its exit stop, which only the run's own look at
     # the sandbox can find.
     template = executor(binaries.static, "exit", "3")
-    async with SandboxPool(template, policy_builder().build(), size=1) as pool:
+    async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
         with anyio.fail_after(10):
             while not (held := [s for s in _pool_sandboxes(pool) if s.pid is not None]):
                 await anyio.sleep(0.01)
