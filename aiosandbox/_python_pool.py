@@ -7,14 +7,19 @@ standard library's imports, ``site``), which does not depend on ``CODE``.  So a 
 starts interpreters ahead of time, each in its own sandbox, running a small bootstrap
 (:data:`_BOOTSTRAP`) as its ``-c`` code: once started it says so on its comms fd and
 reads its snippet from stdin, framed as its length (19 digits and a newline) and that
-many bytes; the rest of
-stdin is the snippet's own input.  It then runs the snippet as ``python3 -c`` would: in
-``__main__``'s namespace, emptied of the bootstrap's names, compiled as ``"<string>"``,
-with ``sys.argv == ["-c"]``, an uncaught exception printed without the bootstrap's frame
-and exit status 1, ``SystemExit`` codes as the interpreter reads them.  It ends as the
-interpreter's shutdown begins -- non-daemon threads joined, ``atexit`` handlers run, stdout
-and stderr flushed -- and then exits at once, without tearing the interpreter down (that
-takes a few ms, and Python does not promise to finalize the objects still alive then).
+many bytes; the rest of stdin is the snippet's own input.  It then runs the snippet as
+``python3 -c`` would: in ``__main__``'s namespace, emptied of the bootstrap's names,
+compiled as ``"<string>"``, with ``sys.argv == ["-c"]``; an uncaught exception (a
+``SyntaxError`` too) goes to ``sys.excepthook`` without the bootstrap's frame, and the
+status is 1; ``SystemExit`` codes are read as the interpreter reads them, and an uncaught
+``KeyboardInterrupt`` ends the process by SIGINT.  It ends as the interpreter's shutdown
+begins -- non-daemon threads joined, ``atexit`` handlers run, stdout and stderr flushed --
+and then exits at once, without tearing the interpreter down (that takes a few ms, and
+Python does not promise to finalize the objects still alive then).
+
+What a snippet can tell apart from ``python3 -c``: two bootstrap frames below its own
+(``inspect.stack()``, ``sys._getframe()``, two levels less of recursion), and
+``sys.orig_argv[2]``, the bootstrap's code.
 
 An interpreter runs one snippet and exits: the next snippet gets the next interpreter,
 which never ran anything else (nothing a snippet leaves in memory, files or threads
@@ -60,18 +65,22 @@ def _aiosandbox_main():
             break
         chunks.append(chunk)
         left -= len(chunk)
-    code = compile(b"".join(chunks), "<string>", "exec")
     namespace = globals()
     del namespace["_aiosandbox_main"]
     status = 0
+    interrupted = False
     try:
-        exec(code, namespace)
+        exec(compile(b"".join(chunks), "<string>", "exec"), namespace)
     except SystemExit as exit:
         status = exit.code
     except BaseException as error:
-        sys.excepthook(type(error), error.with_traceback(error.__traceback__.tb_next), None)
+        # Without this frame: the snippet's own, or none (a SyntaxError of compile()).
+        tb = error.__traceback__.tb_next
+        sys.excepthook(type(error), error.with_traceback(tb), tb)
+        interrupted = isinstance(error, KeyboardInterrupt)
+        del error, tb
         status = 1
-    del code, namespace
+    del chunks, namespace
     if status is None:
         status = 0
     elif not isinstance(status, int):
@@ -86,6 +95,12 @@ def _aiosandbox_main():
             stream.flush()
         except BaseException:
             pass
+    if interrupted:
+        # As the interpreter ends after an uncaught KeyboardInterrupt: killed by SIGINT.
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        status = 130
     os._exit(status & 0xFF)
 
 _aiosandbox_main()

@@ -50,6 +50,10 @@ async def test_a_snippet_runs_in_a_clean_main_module(pool: PythonPool) -> None:
     "code",
     [
         "1/0",
+        "1 +",
+        "raise KeyboardInterrupt",
+        "raise SystemExit(256)",
+        "import sys; sys.excepthook = lambda t, e, tb: print(t, tb is None); 1/0",
         "def f():\n    raise ValueError('bad')\nf()",
         "raise SystemExit(3)",
         "raise SystemExit('a message')",
