@@ -14,9 +14,11 @@ has run anything: only its start came early.
 
 The time counts from the release: ``Result.wall_time`` and the wall-time limit (a held
 sandbox waits with no limit; it runs no code).  The CPU the sandboxee used before its exec
-is the same as a cold run's.  A sandbox that ended while it waited is never handed out,
-unless it failed to set up (its result is the one a cold run would get then, and pooling
-would only repeat it): one killed from outside, say, is dropped and another taken.
+is the same as a cold run's.  A sandbox that ended before it was held (or, unheld, said
+it waits) failed to start: its result is the run's, the one a cold run would get, and
+pooling would only repeat it.  One that ended while it waited (killed from outside, say)
+is never handed out: it is dropped and another taken; a run that finds more of those than
+were waiting raises SetupError rather than start sandboxes forever.
 
 :class:`~._python_pool.PythonPool` builds on it with ``hold=False``: its interpreters
 start and wait, by themselves, for the snippet on stdin.
@@ -31,9 +33,10 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._exceptions import SetupError
 from ._executor import Executor
 from ._policy import Policy
-from ._result import Result, Status
+from ._result import Result
 from ._sandbox import Sandbox
 from ._task_home import TaskHome
 
@@ -90,6 +93,9 @@ class SandboxPool:
         self._send, self._receive = anyio.create_memory_object_stream(math.inf)
         self._stocked = 0  # sandboxes ready or being started
         self._waiting: list[Sandbox] = []  # the ready ones, in the stream's order
+        # Those of them that ended before they were held (or said they wait): their start
+        # failed, as a cold run's would have.
+        self._unready: set[Sandbox] = set()
         self._closed = anyio.Event()
         self._home: TaskHome | None = None
 
@@ -112,20 +118,29 @@ class SandboxPool:
         if not isinstance(input, bytes | bytearray | memoryview):
             raise TypeError(f"input must be bytes, not {type(input).__name__}")
         data = bytes(input)
+        dropped = 0
         while True:
             sandbox = await self._take()
+            if sandbox in self._unready:
+                self._unready.discard(sandbox)
+                self._top_up()
+                return await sandbox._collect(None)  # what a cold run would say
             if not _ended(sandbox):
                 rest = sandbox._prefeed(data)  # there before the sandboxee runs
                 sandbox.set_wall_time_limit(self._wall_time_limit)
                 if sandbox._release():
                     break
-            # Ended meanwhile (killed from outside, say): not a run.
+            # Ended while it waited (killed from outside, say): not a run.
             ended = await sandbox.await_result()
-            if ended.status is Status.SETUP_ERROR:
-                self._top_up()
-                return await sandbox._collect(None)  # what a cold run would say
             await sandbox.aclose()
             self._top_up()
+            dropped += 1
+            if dropped > self._size + 2:
+                # More than were waiting when the run began: they all end so.
+                raise SetupError(
+                    f"{dropped} sandboxes of the pool ended while they waited for their run;"
+                    f" the last: {ended}"
+                )
         try:
             return await sandbox._collect(rest)
         finally:
@@ -171,8 +186,9 @@ class SandboxPool:
                 await sandbox.start()
                 if held is not None:
                     await _first(held, sandbox._done)
+                    ready = held.is_set()
                 else:
-                    await self._until_waiting(sandbox)
+                    ready = await self._until_waiting(sandbox)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await sandbox.aclose()
@@ -183,7 +199,10 @@ class SandboxPool:
         except BaseException:
             self._stocked -= 1
             raise
+        if not ready:
+            self._unready.add(sandbox)
         if not self._offer(sandbox):
+            self._unready.discard(sandbox)
             with anyio.CancelScope(shield=True):
                 await sandbox.aclose()
 
@@ -197,9 +216,10 @@ class SandboxPool:
             self._waiting.append(ready)
         return True
 
-    async def _until_waiting(self, sandbox: Sandbox) -> None:
+    async def _until_waiting(self, sandbox: Sandbox) -> bool:
         """For an unheld pool: returns once the sandboxee says it waits for its input (a
-        subclass's protocol; here, at once)."""
+        subclass's protocol; here, at once), or once it ended; returns False then."""
+        return not sandbox._done.is_set()
 
     async def aclose(self) -> None:
         """Kills and reaps every sandbox the pool holds; runs in progress go on."""
@@ -217,6 +237,7 @@ class SandboxPool:
                     await ready.aclose()
         self._receive.close()
         self._waiting.clear()
+        self._unready.clear()
         self._stocked = 0
 
     async def __aenter__(self) -> SandboxPool:

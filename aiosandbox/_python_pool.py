@@ -110,24 +110,26 @@ _aiosandbox_main()
 class _Interpreters(SandboxPool):
     """The pool of started interpreters: ready once one says it waits for its snippet."""
 
-    async def _until_waiting(self, sandbox: Sandbox) -> None:
+    async def _until_waiting(self, sandbox: Sandbox) -> bool:
         channel = sandbox.executor.ipc._ensure_channel()
-        readable = anyio.Event()
+        channel.setblocking(False)
 
-        async def wait_readable() -> None:
+        async def wait_readable(readable: anyio.Event) -> None:
             await anyio.wait_readable(channel)
             readable.set()
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait_readable)
-            await _first(readable, sandbox._done)
-            group.cancel_scope.cancel()
-        if readable.is_set():
-            channel.setblocking(False)
+        while True:
+            readable = anyio.Event()
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait_readable, readable)
+                await _first(readable, sandbox._done)
+                group.cancel_scope.cancel()
+            if sandbox._done.is_set():
+                return False  # it could not start (its channel is closed with the run)
             try:
-                channel.recv(1)
+                return channel.recv(1) == b"R"  # b"": it closed the channel, ending
             except BlockingIOError:
-                pass
+                continue
 
 
 class PythonPool:

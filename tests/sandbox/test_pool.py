@@ -20,6 +20,7 @@ from aiosandbox import (
     Result,
     Sandbox,
     SandboxPool,
+    SetupError,
     Status,
 )
 
@@ -236,3 +237,22 @@ def _in_exit_stop(pid: int) -> bool:
         and int(fields["ShdPnd"], 16) & kill != 0
         and int(fields["SigPnd"], 16) & kill == 0
     )
+
+
+class _ReadyThenEnded(SandboxPool):
+    """Unheld sandboxees that say they wait, then end before a run takes them: the race of
+    a sandboxee killed while it waits, every time."""
+
+    async def _until_waiting(self, sandbox: Sandbox) -> bool:
+        await sandbox.await_result()
+        return True
+
+
+async def test_sandboxes_that_all_end_while_they_wait_make_an_error_not_a_hang(
+    binaries: Binaries,
+) -> None:
+    template = executor(binaries.static, "exit", "3")
+    policy = scratch_policy().build()
+    async with _ReadyThenEnded(template, policy, size=2, hold=False) as pool:
+        with anyio.fail_after(30), pytest.raises(SetupError, match="ended while they waited"):
+            await pool.run()

@@ -136,3 +136,37 @@ async def test_an_interpreter_killed_while_it_waits_is_never_handed_out() -> Non
         with anyio.fail_after(30):
             result = await pool.run("print('answer')")
     assert result.status is Status.OK and result.stdout == b"answer\n", str(result)
+
+
+async def test_an_interpreter_that_cannot_start_gives_a_plain_runs_verdict() -> None:
+    # Its libraries load, then the first syscall of the interpreter's own start is a
+    # violation: every interpreter of the pool ends so before it waits for a snippet.
+    policy = (
+        PolicyBuilder()
+        .allow_dynamic_startup()
+        .add_libraries_for_binary(PYTHON)
+        .allow_exit()
+        .build()
+    )
+    async with PythonPool(policy, size=2) as pool:
+        with anyio.fail_after(30):
+            pooled = await pool.run("print('never')")
+    executor = Executor(PYTHON, ["python3", "-c", "print('never')"], stdout=PIPE, stderr=PIPE)
+    plain = await Sandbox(executor, policy).run()
+    assert pooled.status is plain.status is Status.VIOLATION, (str(pooled), str(plain))
+    assert pooled.violation is not None and plain.violation is not None
+    assert pooled.violation.syscall_name == plain.violation.syscall_name
+
+
+async def test_an_interpreter_short_of_memory_gives_a_plain_runs_verdict() -> None:
+    limits = Limits(rlimit_as=8 << 20)
+    async with PythonPool(size=2, limits=limits) as pool:
+        with anyio.fail_after(30):
+            pooled = await pool.run("print('never')")
+    plain = await plain_run("print('never')", limits=Limits(rlimit_as=8 << 20))
+    assert (pooled.status, pooled.exit_code) == (plain.status, plain.exit_code), (
+        str(pooled),
+        str(plain),
+    )
+    assert pooled.exit_code != 0
+    assert pooled.stderr == plain.stderr
