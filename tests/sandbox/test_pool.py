@@ -17,6 +17,7 @@ import pytest
 from aiosandbox import (
     PIPE,
     Executor,
+    Limits,
     Result,
     Sandbox,
     SandboxPool,
@@ -35,9 +36,13 @@ def executor(binary: str, *args: str) -> Executor:
     return Executor(binary, ["testcase", *args], stdout=PIPE, stderr=PIPE)
 
 
-async def plain_run(binary: str, *args: str, input: bytes = b"") -> Result:
+async def plain_run(
+    binary: str, *args: str, input: bytes = b"", limits: Limits | None = None
+) -> Result:
     template = executor(binary, *args)
-    one = Executor(template.path, template.args, stdin=PIPE, stdout=PIPE, stderr=PIPE)
+    one = Executor(
+        template.path, template.args, stdin=PIPE, stdout=PIPE, stderr=PIPE, limits=limits
+    )
     return await Sandbox(one, scratch_policy().build()).run(input=input)
 
 
@@ -66,6 +71,38 @@ async def test_prepared_runs_run_concurrently(binaries: Binaries) -> None:
             for index in range(12):
                 group.start_soon(one, index)
     assert {i: r.stdout for i, r in results.items()} == {i: b"case %d\n" % i for i in range(12)}
+    plain = await plain_run(binaries.static, "cat", input=b"case 5\n")
+    assert comparable(results[5]) == comparable(plain)
+
+
+@pytest.mark.parametrize(
+    ("args", "limits"),
+    [
+        (("exit", "7"), None),
+        (("abort",), None),
+        (("forkbomb",), None),
+        (("spin",), Limits(rlimit_cpu=1)),
+    ],
+    ids=["exit", "abort", "forkbomb", "cpu-limit"],
+)
+async def test_a_prepared_run_ends_as_a_plain_run_does(
+    binaries: Binaries, args: tuple[str, ...], limits: Limits | None
+) -> None:
+    template = executor(binaries.static, *args)
+    if limits is not None:
+        template.limits = limits
+    async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
+        prepared = await pool.run()
+    plain = await plain_run(binaries.static, *args, limits=limits)
+    # A violation's arguments hold addresses, which differ from run to run (ASLR).
+    assert comparable(prepared)[:-1] == comparable(plain)[:-1], (str(prepared), str(plain))
+    assert _syscall(prepared) == _syscall(plain)
+    assert prepared.limit_exceeded == plain.limit_exceeded
+
+
+def _syscall(result: Result) -> tuple[int, str] | None:
+    violation = result.violation
+    return None if violation is None else (violation.syscall_nr, violation.syscall_name)
 
 
 async def test_every_prepared_run_is_a_fresh_sandboxee(binaries: Binaries) -> None:
