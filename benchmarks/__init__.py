@@ -1,1 +1,1 @@
-"""aiosandbox performance suite: run ``python3 -m benchmarks`` (see __main__.py)."""
+"""aiosandbox's benchmarks: `python3 -m benchmarks` (see __main__.py) and older scripts."""

@@ -1,145 +1,218 @@
-"""Where a run's milliseconds go: timestamps of its set-up steps, taken by wrapping the
-supervisor's internals while the benchmark runs (never in the package itself).
+"""Where one run's milliseconds go: time stamps taken by wrapping internal functions, at
+benchmark time only.
 
-Each wrapped function marks the first time a step happens in the current run; a step
-the code no longer goes through stays unmarked and prints as "-".  Keep every hook here,
-so that a change of the internals is one edit.
+Every hook into aiosandbox's internals is in :data:`HOOKS` below, so that this module is
+the one place to update when they change.  A hook whose function no longer exists is
+skipped (its stage then shows "—"), and so is a stage that no run reached.
+
+Stages, as the supervisor sees them (each a time since ``run()`` was called):
+
+* ``request``: the launcher starts its request (Python work before it: executor, fds,
+  the spawn request);
+* ``sent``: the request is sent (to the fork server, or to a pooled blank);
+* ``init``, ``root``, ``ready``: the set-up socket's ``I`` (init runs), ``N`` (namespaces,
+  root, network ready), ``R`` (the sandboxee waits for "go"), as the launcher receives them;
+* ``attached``: PTRACE_SEIZE done; ``go``: "go" sent;
+* ``gate``, ``exec``, ``exit``: the main process's first seccomp stop (the exec gate), its
+  exec stop and its exit stop (ptrace events 7, 4, 6), as the monitor handles them;
+* ``reaped``: the main process's exit status is read; ``done``: init is gone too and the
+  result is built; ``result``: ``run()`` has returned.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
-import statistics
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-import aiosandbox._launcher as launcher
-import aiosandbox._monitor._ptrace as ptrace
-import aiosandbox._sandbox as sandbox_module
-
-STEPS = [
-    ("start", "Sandbox.start() called"),
-    ("requested", "request sent (or blank taken)"),
-    ("I", "init reported"),
-    ("N", "namespaces and root ready"),
-    ("R", "sandboxee ready, waits for go"),
-    ("go", "attached, go sent"),
-    ("gate", "exec gate stop (filter loaded)"),
-    ("exec", "exec done (binary loaded)"),
-    ("exit", "exit stop (program done)"),
+STAGES: list[tuple[str, str]] = [
+    ("request", "launcher starts the request (Python before it)"),
+    ("sent", "request sent (fork server or blank)"),
+    ("init", "init reported (I)"),
+    ("root", "namespaces and root built (N)"),
+    ("ready", "sandboxee ready, waits for go (R)"),
+    ("attached", "attached (PTRACE_SEIZE)"),
+    ("go", "go sent"),
+    ("gate", "exec gate stop (seccomp, event 7)"),
+    ("exec", "exec stop (event 4)"),
+    ("exit", "exit stop (event 6)"),
     ("reaped", "main process reaped"),
     ("done", "init gone, result built"),
-    ("returned", "run() returned"),
+    ("result", "run() returned"),
 ]
 
-_marks: dict[str, float] = {}
+_MESSAGES = {b"I": "init", b"N": "root", b"R": "ready"}
+_EVENTS = {7: "gate", 4: "exec", 6: "exit"}
 
 
-def _mark(step: str) -> None:
-    _marks.setdefault(step, time.perf_counter())
+@dataclass
+class Run:
+    """The time stamps (perf_counter seconds) of one run, and its spans and counts."""
+
+    start: float
+    stamps: dict[str, float] = field(default_factory=dict)
+    spans: dict[str, float] = field(default_factory=dict)  # seconds spent inside
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def stamp(self, stage: str) -> None:
+        self.stamps.setdefault(stage, time.perf_counter())
+
+    def add(self, span: str, seconds: float) -> None:
+        self.spans[span] = self.spans.get(span, 0.0) + seconds
+        self.counts[span] = self.counts.get(span, 0) + 1
+
+    def since_start(self) -> dict[str, float]:
+        return {stage: at - self.start for stage, at in self.stamps.items()}
 
 
-@contextlib.contextmanager
-def recording() -> Iterator[Callable[[], dict[str, float]]]:
-    """Wraps the internals inside the block; yields a function that returns the marks of
-    the run since its last call (in ms from "start") and starts a new run."""
-    originals: list[tuple[Any, str, Any]] = []
+class Recorder:
+    """Collects the stamps of the run in progress (runs are sequential here)."""
 
-    def wrap(owner: Any, name: str, make: Callable[[Any], Any]) -> None:
-        original = getattr(owner, name)
-        originals.append((owner, name, original))
-        setattr(owner, name, make(original))
+    def __init__(self) -> None:
+        self.current: Run | None = None
+        self.missing: list[str] = []  # hooks whose function is gone
 
-    def start(original: Any) -> Any:
-        async def wrapped(self: Any) -> None:
-            _mark("start")
-            await original(self)
+    @contextmanager
+    def run(self) -> Iterator[Run]:
+        self.current = run = Run(time.perf_counter())
+        try:
+            yield run
+        finally:
+            run.stamp("result")
+            self.current = None
 
-        return wrapped
+    def stamp(self, stage: str) -> None:
+        if self.current is not None:
+            self.current.stamp(stage)
 
-    def spawn(original: Any) -> Any:
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            result = original(*args, **kwargs)
-            _mark("requested")
-            return result
+    def add(self, span: str, seconds: float) -> None:
+        if self.current is not None:
+            self.current.add(span, seconds)
 
-        return wrapped
 
-    def receive(original: Any) -> Any:
-        async def wrapped(sock: Any) -> Any:
-            message, sender = await original(sock)
-            if message[:1] in (b"I", b"N", b"R"):
-                _mark(message[:1].decode())
-            return message, sender
+# --- the hooks: (module, attribute path, wrapper factory) ----------------------------------
 
-        return wrapped
+Wrapper = Callable[[Recorder, Any], Any]
 
-    def go(original: Any) -> Any:
-        def wrapped(self: Any) -> None:
-            _mark("go")
-            original(self)
 
-        return wrapped
+def _around(stage_before: str | None, stage_after: str | None) -> Wrapper:
+    """A wrapper that stamps before and/or after a plain call."""
 
-    def handle(original: Any) -> Any:
-        events = {ptrace.PTRACE_EVENT_SECCOMP: "gate", ptrace.PTRACE_EVENT_EXEC: "exec"}
-        events[ptrace.PTRACE_EVENT_EXIT] = "exit"
+    def make(recorder: Recorder, original: Any) -> Any:
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if stage_before:
+                recorder.stamp(stage_before)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if stage_after:
+                    recorder.stamp(stage_after)
 
-        def wrapped(self: Any, pid: int, status: int, rusage: Any) -> None:
-            if pid == self.main_pid:
-                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                    _mark("reaped")
-                elif (status >> 16) in events:
-                    _mark(events[status >> 16])
-            original(self, pid, status, rusage)
+        return wrapper
 
-        return wrapped
+    return make
 
-    def finish(original: Any) -> Any:
-        def wrapped(self: Any) -> None:
-            original(self)
-            if self._done.is_set():
-                _mark("done")
 
-        return wrapped
+def _span(name: str) -> Wrapper:
+    """A wrapper that adds the time spent inside a call to the span ``name``."""
 
-    wrap(sandbox_module.Sandbox, "start", start)
-    wrap(sandbox_module, "spawn", spawn)
-    wrap(launcher, "receive", receive)
-    wrap(launcher.Launch, "go", go)
-    wrap(ptrace.PtraceMonitor, "_handle", handle)
-    wrap(sandbox_module.Sandbox, "_finish", finish)
+    def make(recorder: Recorder, original: Any) -> Any:
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                recorder.add(name, time.perf_counter() - start)
 
-    def take() -> dict[str, float]:
-        _mark("returned")
-        t0 = _marks.get("start", 0.0)
-        run = {step: (at - t0) * 1e3 for step, at in _marks.items()}
-        _marks.clear()
-        return run
+        return wrapper
 
+    return make
+
+
+def _receive(recorder: Recorder, original: Any) -> Any:
+    """``_launcher.receive``: a set-up message, stamped by its first byte."""
+
+    @functools.wraps(original)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        message, sender = await original(*args, **kwargs)
+        stage = _MESSAGES.get(message[:1])
+        if stage:
+            recorder.stamp(stage)
+        return message, sender
+
+    return wrapper
+
+
+def _handle(recorder: Recorder, original: Any) -> Any:
+    """``PtraceMonitor._handle(pid, status, rusage)``: the main process's stops and exit."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, pid: int, status: int, *args: Any) -> Any:
+        if pid == getattr(self, "main_pid", None):
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                recorder.stamp("reaped")
+            elif os.WIFSTOPPED(status) and (status >> 16) in _EVENTS:
+                recorder.stamp(_EVENTS[status >> 16])
+        return original(self, pid, status, *args)
+
+    return wrapper
+
+
+def _finish(recorder: Recorder, original: Any) -> Any:
+    """``Sandbox._finish``: called until init is gone; stamps when the run is done."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            done = getattr(self, "_done", None)
+            if done is not None and done.is_set():
+                recorder.stamp("done")
+
+    return wrapper
+
+
+HOOKS: list[tuple[str, str, Wrapper]] = [
+    ("aiosandbox._launcher", "Launch.request", _around("request", "sent")),
+    ("aiosandbox._launcher", "receive", _receive),
+    ("aiosandbox._monitor._ptrace", "PtraceMonitor.attach", _around(None, "attached")),
+    ("aiosandbox._launcher", "Launch.go", _around(None, "go")),
+    ("aiosandbox._monitor._ptrace", "PtraceMonitor._handle", _handle),
+    ("aiosandbox._sandbox", "Sandbox._finish", _finish),
+    # Spans: time spent inside, per run.
+    ("aiosandbox._monitor._ptrace", "PtraceMonitor.process_events", _span("monitor wakeups")),
+    ("aiosandbox._launcher", "Launch.refill_pool", _span("pool refill (in _finish)")),
+    ("aiosandbox._forkserver._client", "ForkServer.send", _span("fork server sends")),
+]
+
+
+@contextmanager
+def installed(recorder: Recorder) -> Iterator[Recorder]:
+    """Wraps every hook's function for the block; restores them on the way out."""
+    import importlib
+
+    restore: list[tuple[Any, str, Any]] = []
     try:
-        yield take
+        for module_name, path, make in HOOKS:
+            try:
+                owner: Any = importlib.import_module(module_name)
+                *parents, name = path.split(".")
+                for parent in parents:
+                    owner = getattr(owner, parent)
+                original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+            except (ImportError, AttributeError, KeyError):
+                recorder.missing.append(f"{module_name}.{path}")
+                continue
+            setattr(owner, name, make(recorder, original))
+            restore.append((owner, name, original))
+        yield recorder
     finally:
-        for owner, name, original in reversed(originals):
+        for owner, name, original in reversed(restore):
             setattr(owner, name, original)
-        _marks.clear()
-
-
-def table(runs: list[dict[str, float]]) -> tuple[list[str], dict[str, float | None]]:
-    """The median time of each step (ms from the start) and the step before it."""
-    medians: dict[str, float | None] = {}
-    for step, _ in STEPS:
-        values = [run[step] for run in runs if step in run]
-        medians[step] = statistics.median(values) if len(values) * 2 >= len(runs) else None
-    lines = [f"  {'step':<36} {'at ms':>8} {'+ms':>8}"]
-    previous = 0.0
-    for step, description in STEPS:
-        at = medians[step]
-        if at is None:
-            lines.append(f"  {description:<36} {'-':>8} {'-':>8}")
-            continue
-        lines.append(f"  {description:<36} {at:8.3f} {at - previous:8.3f}")
-        previous = at
-    return lines, medians

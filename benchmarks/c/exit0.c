@@ -1,2 +1,2 @@
-/* The static hello of the start-up benchmarks: exits at once. */
+/* The start-up workload: exits at once. */
 int main(void) { return 0; }

@@ -1,6 +1,7 @@
-/* One of a thousand sandboxees alive at once: sleeps until killed. */
+/* One of the thousand sandboxees kept alive at once: sleeps until killed. */
 #include <unistd.h>
 
 int main(void) {
-  for (;;) pause();
+  for (;;)
+    pause();
 }

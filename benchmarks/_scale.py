@@ -1,0 +1,327 @@
+"""Sections 5-7: throughput in flight, stalls over sequential runs, a thousand alive."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import time
+from collections.abc import Awaitable, Callable
+
+from aiosandbox import Executor, PolicyBuilder, Sandbox
+
+from ._common import Options, build, static_policy, time_exec, time_sandbox
+from ._table import Section, Summary
+
+# --- 5. throughput -------------------------------------------------------------------------
+
+
+async def _rate(
+    run_one: Callable[[], Awaitable[float]], in_flight: int, seconds: float
+) -> tuple[int, float, list[float]]:
+    """Runs ``in_flight`` workers back to back for ``seconds``: the runs done, the time
+    until the last one ended, and each run's latency."""
+    latencies: list[float] = []
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            latencies.append(await run_one())
+
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return len(latencies), time.perf_counter() - start, latencies
+
+
+async def throughput(options: Options) -> Section:
+    section = Section("throughput", "5. Throughput: runs/s in flight")
+    binary = build(options.workdir, "exit0")
+    policy = static_policy()
+    configs: dict[str, tuple[Callable[[], Awaitable[float]], int]] = {
+        "asyncio.create_subprocess_exec @16": (lambda: time_exec([binary]), 16),
+        "Sandbox(...).run() @16": (lambda: time_sandbox(binary, policy), 16),
+        "Sandbox(...).run() @256": (lambda: time_sandbox(binary, policy), 256),
+    }
+    seconds = 0.5 if options.quick else 1.5
+    rounds = 2
+    totals = {name: [0, 0.0] for name in configs}
+    latencies: dict[str, list[float]] = {name: [] for name in configs}
+    await _rate(configs["Sandbox(...).run() @16"][0], 16, 0.2)  # warm-up
+    names = list(configs)
+    for index in range(rounds):
+        order = names if index % 2 == 0 else names[::-1]
+        for name in order:
+            run_one, in_flight = configs[name]
+            runs, elapsed, lat = await _rate(run_one, in_flight, seconds)
+            totals[name][0] += runs
+            totals[name][1] += elapsed
+            latencies[name] += lat
+    rates = {name: runs / elapsed for name, (runs, elapsed) in totals.items()}
+    base = rates["asyncio.create_subprocess_exec @16"]
+    print(f"  {rounds} rounds of {seconds:g} s per configuration, interleaved")
+    print(
+        f"  {'':<40} {'runs':>6} {'runs/s':>8} {'ratio':>7} {'lat median ms':>14}"
+        f" {'p99':>8} {'max':>8}"
+    )
+    for name in configs:
+        s = Summary.of(latencies[name])
+        print(
+            f"  {name:<40} {totals[name][0]:6d} {rates[name]:8.1f} {rates[name] / base:6.2f}x"
+            f" {s.median * 1e3:14.2f} {s.p99 * 1e3:8.2f} {s.max * 1e3:8.2f}"
+        )
+        section.figures[name] = {
+            "runs": totals[name][0],
+            "seconds": totals[name][1],
+            "runs_per_s": rates[name],
+            "ratio_to_asyncio16": rates[name] / base,
+            "latency_ms": {k: v * 1e3 for k, v in vars(s).items() if k != "n"},
+        }
+    section.target(
+        "sandbox@16 / asyncio@16 runs/s",
+        rates["Sandbox(...).run() @16"] / base,
+        0.45,
+        at_least=True,
+    )
+    section.target(
+        "sandbox@256 / sandbox@16 runs/s",
+        rates["Sandbox(...).run() @256"] / rates["Sandbox(...).run() @16"],
+        0.8,
+        at_least=True,
+    )
+    return section
+
+
+# --- 6. stalls -----------------------------------------------------------------------------
+
+
+async def stalls(options: Options) -> Section:
+    section = Section("stalls", "6. No stalls: sequential default runs")
+    binary = build(options.workdir, "exit0")
+    policy = static_policy()
+    runs = options.runs(1000, 100)
+    for _ in range(5):
+        await time_sandbox(binary, policy)
+    samples = [await time_sandbox(binary, policy) for _ in range(runs)]
+    summaries = section.table(
+        [(f"{runs} sequential Sandbox(...).run()", samples)], None, title="static exit-0 binary"
+    )
+    s = next(iter(summaries.values()))
+    slow = sum(1 for sample in samples if sample > 0.05)
+    print(
+        f"  runs over 50 ms: {slow}; over 3x the median: {sum(x > 3 * s.median for x in samples)}"
+    )
+    section.figures["over_50ms"] = slow
+    section.target("p99 / median", s.p99 / s.median, 3)
+    section.target("max", s.max * 1e3, 50, unit=" ms")
+    return section
+
+
+# --- 7. a thousand alive ---------------------------------------------------------------------
+
+
+def _status_kib(field: str, path: str = "/proc/self/status") -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _meminfo_kib(field: str) -> int:
+    return _status_kib(field, "/proc/meminfo")
+
+
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_of(pid: int | None) -> float | None:
+    """A process's user + system CPU seconds, from /proc (None if it cannot be read)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Heartbeat:
+    """A task that sleeps 1 ms at a time and records how late it wakes, by phase."""
+
+    def __init__(self) -> None:
+        self.phase = "idle"
+        self.lateness: dict[str, list[float]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._beat())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _beat(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            late = time.perf_counter() - start - 0.001
+            self.lateness.setdefault(self.phase, []).append(late)
+
+
+def _fork_server_pid() -> int | None:
+    try:
+        from aiosandbox._forkserver._client import fork_server
+    except ImportError:
+        return None
+    return fork_server.pid
+
+
+async def alive(options: Options) -> Section:
+    section = Section("alive", "7. A thousand sandboxees alive at once")
+    count = options.runs(1000, 100)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(f"  RLIMIT_NOFILE {soft} -> {hard}")
+    binary = build(options.workdir, "sleeper")
+    policy = PolicyBuilder().allow_static_startup().allow_exit().allow_syscall("pause").build()
+    await time_sandbox(build(options.workdir, "exit0"), static_policy())  # fork server up
+    heartbeat = _Heartbeat()
+    heartbeat.start()
+    await asyncio.sleep(0.5 if options.quick else 1.0)  # the idle baseline
+
+    sandboxes: list[Sandbox] = []
+    errors: list[str] = []
+    starting = asyncio.Semaphore(32)
+
+    async def start_one() -> None:
+        if errors:
+            return
+        async with starting:
+            if errors:
+                return
+            executor = Executor(binary, [binary])
+            executor.limits.wall_time_limit = None
+            sandbox = Sandbox(executor, policy)
+            try:
+                await sandbox.start()
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                await sandbox.aclose()
+                return
+            sandboxes.append(sandbox)
+
+    rss_before, available_before = _status_kib("VmRSS"), _meminfo_kib("MemAvailable")
+    heartbeat.phase = "starting"
+    start = time.perf_counter()
+    await asyncio.gather(*(start_one() for _ in range(count)))
+    start_seconds = time.perf_counter() - start
+    heartbeat.phase = "settling"
+    await asyncio.sleep(0.5)
+    started = len(sandboxes)
+    running = sum(1 for sandbox in sandboxes if sandbox.status is None)
+    print(
+        f"  started {started} of {count} in {start_seconds:.2f} s"
+        f" ({started / start_seconds:.0f}/s, 32 starts in flight); still running: {running}"
+    )
+    if errors:
+        section.note(f"only {started} started: first error: {errors[0]}")
+    rss_after, available_after = _status_kib("VmRSS"), _meminfo_kib("MemAvailable")
+    per_rss = (rss_after - rss_before) / max(started, 1)
+    per_machine = (available_before - available_after) / max(started, 1)
+    print(
+        f"  supervisor RSS {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB:"
+        f" {per_rss:.1f} KiB per sandboxee; machine MemAvailable drop {per_machine:.0f} KiB"
+        " per sandboxee (its processes, namespaces, page tables, kernel objects)"
+    )
+
+    heartbeat.phase = "all sleeping"
+    await asyncio.sleep(0.5 if options.quick else 2.0)
+    await heartbeat.stop()
+    window = 1.0 if options.quick else 3.0
+    server = _fork_server_pid()
+    cpu, server_cpu, wall = _cpu_self(), _cpu_of(server), time.perf_counter()
+    await asyncio.sleep(window)
+    cpu, wall = _cpu_self() - cpu, time.perf_counter() - wall
+    server_after = _cpu_of(server)
+    server_share = (
+        (server_after - server_cpu) / wall
+        if server_after is not None and server_cpu is not None
+        else None
+    )
+    print(
+        f"  supervisor CPU while all sleep (heartbeat off): {cpu * 1e3:.1f} ms over"
+        f" {wall:.2f} s = {cpu / wall:.4f} of a core; fork server:"
+        f" {'—' if server_share is None else f'{server_share:.4f}'} of a core"
+    )
+
+    heartbeat.phase = "killing"
+    heartbeat.start()
+    await asyncio.sleep(0.1)
+    teardown_start = time.perf_counter()
+    kill_calls = 0.0
+    for index, sandbox in enumerate(sandboxes):
+        start = time.perf_counter()
+        sandbox.kill()
+        kill_calls += time.perf_counter() - start
+        if index % 16 == 15:
+            # The caller's own loop over kill() would hold the heartbeat back too: let it
+            # beat, so that its lateness is the supervisor's, not this loop's.
+            await asyncio.sleep(0)
+    results = await asyncio.gather(*(sandbox.await_result() for sandbox in sandboxes))
+    teardown = time.perf_counter() - teardown_start
+    heartbeat.phase = "closing"
+    for sandbox in sandboxes:
+        await sandbox.aclose()
+    await heartbeat.stop()
+    statuses: dict[str, int] = {}
+    for result in results:
+        statuses[result.status.name] = statuses.get(result.status.name, 0) + 1
+    print(
+        f"  teardown: kill() on {started}, all results in {teardown:.2f} s"
+        f" ({teardown / max(started, 1) * 1e3:.2f} ms each; the kill() calls themselves"
+        f" {kill_calls * 1e3:.1f} ms, {kill_calls / max(started, 1) * 1e6:.0f} us each);"
+        f" statuses {statuses};"
+        f" supervisor RSS after: {_status_kib('VmRSS') / 1024:.1f} MiB"
+    )
+    phases = ["idle", "starting", "all sleeping", "killing"]
+    summaries = section.table(
+        [(phase, heartbeat.lateness.get(phase, [])) for phase in phases],
+        "idle",
+        title="a 1 ms heartbeat on the same loop: how late it woke (ratio to idle)",
+        name_width=20,
+    )
+    section.figures.update(
+        {
+            "count": count,
+            "started": started,
+            "start_seconds": start_seconds,
+            "errors": errors[:5],
+            "supervisor_rss_kib_per_sandboxee": per_rss,
+            "memavailable_drop_kib_per_sandboxee": per_machine,
+            "supervisor_cpu_core_share_while_sleeping": cpu / wall,
+            "fork_server_cpu_core_share_while_sleeping": server_share,
+            "teardown_seconds": teardown,
+            "kill_calls_seconds": kill_calls,
+            "statuses": statuses,
+        }
+    )
+    for phase in ("starting", "all sleeping", "killing"):
+        late = summaries.get(phase)
+        section.target(
+            f"heartbeat lateness p99 while {phase}",
+            late.p99 * 1e3 if late else None,
+            5,
+            unit=" ms",
+        )
+    section.target("supervisor CPU while all sleep", cpu / wall, 0.01, unit=" core")
+    if started < count:
+        section.target(f"{count} sandboxees alive", started / count, 1, at_least=True)
+    return section

@@ -1,0 +1,199 @@
+"""Section 8: what a syscall costs under a large policy, and through the ptrace monitor.
+
+(a) An allowed syscall late in ``allow_python()`` plus rules, against the same bare (the
+timing loop of bench_syscall.py, benchmarks/c/syscall_loop.c): getppid, a plain allow the
+kernel caches per syscall number, and getpgid decided by an argument rule (added last),
+which the kernel must run the filter for on every call.
+
+(b) A syscall that reaches the ptrace monitor and is allowed there: the policy's rule for
+getppid returns ``TRACE(TraceCode.LEARN)`` and the sandbox has a syscall observer
+(``observe_syscalls``, the learning mode's hook: the one way a traced syscall is let run;
+every other TRACE is a violation), against benchmarks/c/tracer.c: a C tracer whose child's
+filter returns SECCOMP_RET_TRACE for getppid, and which loops on waitpid and PTRACE_CONT.
+Both run the same timing loop, which times itself: the figures are per syscall.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Awaitable, Callable
+
+from aiosandbox import PIPE, Executor, Policy, PolicyBuilder, PolicyError, Sandbox, bpf
+from aiosandbox._policy import TraceCode
+from aiosandbox._sandbox import observe_syscalls
+
+from ._common import C_SOURCES, Options, build, checked
+from ._table import Section
+
+# A rule the kernel cannot cache (it reads an argument): getpgid(0) alone is allowed.
+ARG_RULE = [bpf.ARG_32(0), bpf.JEQ32(0, bpf.ALLOW), bpf.KILL]
+# Rules added to allow_python() before it, on syscalls the preset does not allow.
+EXTRA_RULES = ["getsid", "getpriority", "setpriority", "sched_getparam", "getitimer", "alarm"]
+
+
+def _parse(output: bytes) -> list[float]:
+    """The loop's ns per call, one line per repeat, as seconds."""
+    return [float(line) * 1e-9 for line in output.decode().split()]
+
+
+def _large_policy() -> Policy:
+    builder = PolicyBuilder().allow_python()
+    for name in EXTRA_RULES:
+        try:
+            builder.add_policy_on_syscall(name, ARG_RULE)
+        except PolicyError:
+            pass  # not on this architecture
+    return builder.add_policy_on_syscall("getpgid", ARG_RULE).build()
+
+
+def _small(builder: PolicyBuilder) -> PolicyBuilder:
+    return builder.allow_static_startup().allow_write().allow_exit().allow_stat().allow_time()
+
+
+def _kernel_size(policy: Policy) -> str:
+    try:
+        programs = policy.__dict__["_kernel_programs"]
+        return str(max(len(program) for program in programs.values()))
+    except (KeyError, AttributeError, ValueError, TypeError):
+        return "?"
+
+
+def _bare(argv: list[str], pin: bool = False) -> list[float]:
+    def pin_to_cpu0() -> None:
+        os.sched_setaffinity(0, {0})
+
+    out = subprocess.run(
+        argv, check=True, capture_output=True, preexec_fn=pin_to_cpu0 if pin else None
+    ).stdout
+    return _parse(out)
+
+
+async def _sandboxed(
+    loop: str, args: list[str], policy: Policy, *, traced: bool = False
+) -> list[float]:
+    sandbox = Sandbox(Executor(loop, [loop, *args], stdout=PIPE), policy)
+    if traced:
+        observe_syscalls(sandbox, lambda event: None)
+    result = checked(await sandbox.run())
+    assert result.stdout is not None
+    return _parse(result.stdout)
+
+
+async def _rounds(
+    cases: dict[str, Callable[[], Awaitable[list[float]]]], rounds: int
+) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name] += await cases[name]()
+    return samples
+
+
+async def syscalls(options: Options) -> Section:
+    section = Section("syscalls", "8. Syscalls: under a large policy, and through the monitor")
+    loop = build(options.workdir, "syscall_loop")
+    calls, repeats = ("50000", "3") if options.quick else ("200000", "5")
+    rounds = options.runs(6, 2)
+    large = _large_policy()
+    small = _small(PolicyBuilder()).add_policy_on_syscall("getpgid", ARG_RULE).build()
+
+    async def bare_of(which: str) -> list[float]:
+        return _bare([loop, calls, repeats, which])
+
+    a_cases: dict[str, Callable[[], Awaitable[list[float]]]] = {
+        "bare getppid": lambda: bare_of("ppid"),
+        "allow_python+rules: getppid (plain allow)": lambda: _sandboxed(
+            loop, [calls, repeats, "ppid"], large
+        ),
+        "bare getpgid": lambda: bare_of("pgid"),
+        "small policy: getpgid by an argument rule": lambda: _sandboxed(
+            loop, [calls, repeats, "pgid"], small
+        ),
+        "allow_python+rules: getpgid by an argument rule": lambda: _sandboxed(
+            loop, [calls, repeats, "pgid"], large
+        ),
+    }
+    a = await _rounds(a_cases, rounds)
+    print(
+        f"  (a) {calls} calls x {repeats} repeats x {rounds} rounds; kernel program:"
+        f" {_kernel_size(large)} instructions (allow_python + {len(EXTRA_RULES) + 1} rules),"
+        f" {_kernel_size(small)} (small)"
+    )
+    ppid = section.table(
+        [(name, a[name]) for name in ("bare getppid", "allow_python+rules: getppid (plain allow)")],
+        "bare getppid",
+        unit="ns per call",
+        scale=1e9,
+    )
+    pgid = section.table(
+        [
+            (name, a[name])
+            for name in (
+                "bare getpgid",
+                "small policy: getpgid by an argument rule",
+                "allow_python+rules: getpgid by an argument rule",
+            )
+        ],
+        "bare getpgid",
+        unit="ns per call",
+        scale=1e9,
+    )
+    section.target(
+        "getppid under allow_python+rules / bare",
+        ppid["allow_python+rules: getppid (plain allow)"].median / ppid["bare getppid"].median,
+        1.1,
+    )
+    section.target(
+        "getpgid (argument rule, last) under allow_python+rules / bare",
+        pgid["allow_python+rules: getpgid by an argument rule"].median
+        / pgid["bare getpgid"].median,
+        1.1,
+    )
+
+    tracer = str(options.workdir / "tracer")
+    subprocess.run(["gcc", "-O2", "-o", tracer, str(C_SOURCES / "tracer.c")], check=True)
+    traced_calls, traced_repeats = ("1000", "3") if options.quick else ("3000", "3")
+    loop_args = [traced_calls, traced_repeats, "ppid"]
+    traced_policy = (
+        _small(PolicyBuilder())
+        .add_policy_on_syscall("getppid", [bpf.TRACE(TraceCode.LEARN)])
+        .build()
+    )
+
+    async def c_tracer(mode: str, pin: bool = False) -> list[float]:
+        return _bare([tracer, mode, loop, *loop_args], pin)
+
+    b_cases: dict[str, Callable[[], Awaitable[list[float]]]] = {
+        "C tracer: waitpid + PTRACE_CONT": lambda: c_tracer("cont"),
+        "C tracer + PTRACE_GET_SYSCALL_INFO": lambda: c_tracer("info"),
+        "C tracer, both pinned to CPU 0 (reference)": lambda: c_tracer("cont", True),
+        "Sandbox: TRACE(LEARN), the monitor allows": lambda: _sandboxed(
+            loop, loop_args, traced_policy, traced=True
+        ),
+    }
+    b = await _rounds(b_cases, rounds)
+    print(
+        f"  (b) getppid through a tracer: {traced_calls} calls x {traced_repeats} repeats x"
+        f" {rounds} rounds"
+    )
+    traced = section.table(
+        list(b.items()),
+        "C tracer: waitpid + PTRACE_CONT",
+        unit="µs per call",
+        scale=1e6,
+    )
+    section.target(
+        "traced getppid, Sandbox / C tracer",
+        traced["Sandbox: TRACE(LEARN), the monitor allows"].median
+        / traced["C tracer: waitpid + PTRACE_CONT"].median,
+        1.5,
+    )
+    section.note(
+        "nothing is pinned but the reference row: a stop is two context switches, and"
+        " whether tracer and tracee share a CPU changes the cost several times over (a"
+        " cross-CPU wake-up is an IPI, dear on a VM)"
+    )
+    return section
