@@ -188,7 +188,7 @@ HOOKS: list[tuple[str, str, Wrapper]] = [
     ("aiosandbox._sandbox", "Sandbox._finish", _finish),
     # Spans: time spent inside, per run.
     ("aiosandbox._monitor._ptrace", "PtraceMonitor.process_events", _span("monitor wakeups")),
-    ("aiosandbox._launcher", "Launch.refill_pool", _span("pool refill (in _finish)")),
+    ("aiosandbox._launcher", "Launch.refill_pool", _span("pool refill (at the run's end)")),
     ("aiosandbox._forkserver._client", "ForkServer.send", _span("fork server sends")),
 ]
 

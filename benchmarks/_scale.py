@@ -45,6 +45,7 @@ async def throughput(options: Options) -> Section:
     seconds = 0.5 if options.quick else 1.5
     rounds = 2
     totals = {name: [0, 0.0] for name in configs}
+    cpu: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in configs}
     latencies: dict[str, list[float]] = {name: [] for name in configs}
     await _rate(configs["Sandbox(...).run() @16"][0], 16, 0.2)  # warm-up
     names = list(configs)
@@ -52,22 +53,33 @@ async def throughput(options: Options) -> Section:
         order = names if index % 2 == 0 else names[::-1]
         for name in order:
             run_one, in_flight = configs[name]
+            window = _CpuWindow()
             runs, elapsed, lat = await _rate(run_one, in_flight, seconds)
+            used = window.end()
+            cpu[name][0] += used["supervisor_cpu_s"] or 0.0
+            cpu[name][1] += used["fork_server_cpu_s"] or 0.0
+            cpu[name][2] += used["machine_busy_cpu_s"] or 0.0
             totals[name][0] += runs
             totals[name][1] += elapsed
             latencies[name] += lat
     rates = {name: runs / elapsed for name, (runs, elapsed) in totals.items()}
     base = rates["asyncio.create_subprocess_exec @16"]
-    print(f"  {rounds} rounds of {seconds:g} s per configuration, interleaved")
     print(
-        f"  {'':<40} {'runs':>6} {'runs/s':>8} {'ratio':>7} {'lat median ms':>14}"
-        f" {'p99':>8} {'max':>8}"
+        f"  {rounds} rounds of {seconds:g} s per configuration, interleaved; CPU per run:"
+        " this process (ours), the fork server, the whole machine (all busy CPU time)"
+    )
+    print(
+        f"  {'':<36} {'runs':>6} {'runs/s':>8} {'ratio':>7} {'lat median ms':>14}"
+        f" {'p99':>8} {'max':>8} | CPU ms/run: {'ours':>5} {'f.srv':>5} {'all':>5}"
     )
     for name in configs:
         s = Summary.of(latencies[name])
+        runs = max(totals[name][0], 1)
+        own, server, machine = (value / runs * 1e3 for value in cpu[name])
         print(
-            f"  {name:<40} {totals[name][0]:6d} {rates[name]:8.1f} {rates[name] / base:6.2f}x"
+            f"  {name:<36} {totals[name][0]:6d} {rates[name]:8.1f} {rates[name] / base:6.2f}x"
             f" {s.median * 1e3:14.2f} {s.p99 * 1e3:8.2f} {s.max * 1e3:8.2f}"
+            f" |             {own:5.2f} {server:5.2f} {machine:5.2f}"
         )
         section.figures[name] = {
             "runs": totals[name][0],
@@ -75,6 +87,7 @@ async def throughput(options: Options) -> Section:
             "runs_per_s": rates[name],
             "ratio_to_asyncio16": rates[name] / base,
             "latency_ms": {k: v * 1e3 for k, v in vars(s).items() if k != "n"},
+            "cpu_ms_per_run": {"supervisor": own, "fork_server": server, "machine": machine},
         }
     section.target(
         "sandbox@16 / asyncio@16 runs/s",
@@ -146,6 +159,48 @@ def _cpu_of(pid: int | None) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuWindow:
+    """Who used the CPUs over a window: this process (the supervisor and its loop), the
+    fork server, and the whole machine (the sandboxes' processes, the kernel's work)."""
+
+    def __init__(self) -> None:
+        self._server = _fork_server_pid()
+        self._start = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, float, float | None, float]:
+        return time.perf_counter(), _cpu_self(), _cpu_of(self._server), _machine_busy()
+
+    def end(self) -> dict[str, float | None]:
+        wall0, own0, server0, busy0 = self._start
+        wall1, own1, server1, busy1 = self._snapshot()
+        wall = wall1 - wall0
+        server = server1 - server0 if server1 is not None and server0 is not None else None
+        return {
+            "wall_s": wall,
+            "supervisor_cpu_s": own1 - own0,
+            "fork_server_cpu_s": server,
+            "machine_busy_cpu_s": busy1 - busy0,
+            "machine_cpu_capacity_s": wall * (os.cpu_count() or 1),
+        }
+
+
+def _describe(window: dict[str, float | None]) -> str:
+    server = window["fork_server_cpu_s"]
+    return (
+        f"supervisor {window['supervisor_cpu_s']:.2f} s CPU, fork server"
+        f" {'—' if server is None else f'{server:.2f} s'}, whole machine busy"
+        f" {window['machine_busy_cpu_s']:.2f} of {window['machine_cpu_capacity_s']:.2f} CPU-s"
+    )
 
 
 class _Heartbeat:
@@ -221,7 +276,9 @@ async def alive(options: Options) -> Section:
     rss_before, available_before = _status_kib("VmRSS"), _meminfo_kib("MemAvailable")
     heartbeat.phase = "starting"
     start = time.perf_counter()
+    start_window = _CpuWindow()
     await asyncio.gather(*(start_one() for _ in range(count)))
+    start_cpu = start_window.end()
     start_seconds = time.perf_counter() - start
     heartbeat.phase = "settling"
     await asyncio.sleep(0.5)
@@ -231,6 +288,7 @@ async def alive(options: Options) -> Section:
         f"  started {started} of {count} in {start_seconds:.2f} s"
         f" ({started / start_seconds:.0f}/s, 32 starts in flight); still running: {running}"
     )
+    print(f"    while starting: {_describe(start_cpu)}")
     if errors:
         section.note(f"only {started} started: first error: {errors[0]}")
     rss_after, available_after = _status_kib("VmRSS"), _meminfo_kib("MemAvailable")
@@ -245,20 +303,17 @@ async def alive(options: Options) -> Section:
     heartbeat.phase = "all sleeping"
     await asyncio.sleep(0.5 if options.quick else 2.0)
     await heartbeat.stop()
-    window = 1.0 if options.quick else 3.0
-    server = _fork_server_pid()
-    cpu, server_cpu, wall = _cpu_self(), _cpu_of(server), time.perf_counter()
-    await asyncio.sleep(window)
-    cpu, wall = _cpu_self() - cpu, time.perf_counter() - wall
-    server_after = _cpu_of(server)
-    server_share = (
-        (server_after - server_cpu) / wall
-        if server_after is not None and server_cpu is not None
-        else None
-    )
+    await asyncio.sleep(0.2)  # the heartbeat's last wake-ups
+    sleep_window = _CpuWindow()
+    await asyncio.sleep(1.0 if options.quick else 3.0)
+    sleeping = sleep_window.end()
+    wall = sleeping["wall_s"] or 1.0
+    own = sleeping["supervisor_cpu_s"] or 0.0
+    server_cpu = sleeping["fork_server_cpu_s"]
+    server_share = None if server_cpu is None else server_cpu / wall
     print(
-        f"  supervisor CPU while all sleep (heartbeat off): {cpu * 1e3:.1f} ms over"
-        f" {wall:.2f} s = {cpu / wall:.4f} of a core; fork server:"
+        f"  while all sleep (heartbeat off, {wall:.1f} s): supervisor {own * 1e3:.1f} ms CPU"
+        f" = {own / wall:.4f} of a core; fork server"
         f" {'—' if server_share is None else f'{server_share:.4f}'} of a core"
     )
 
@@ -266,6 +321,7 @@ async def alive(options: Options) -> Section:
     heartbeat.start()
     await asyncio.sleep(0.1)
     teardown_start = time.perf_counter()
+    teardown_window = _CpuWindow()
     kill_calls = 0.0
     for index, sandbox in enumerate(sandboxes):
         start = time.perf_counter()
@@ -277,6 +333,7 @@ async def alive(options: Options) -> Section:
             await asyncio.sleep(0)
     results = await asyncio.gather(*(sandbox.await_result() for sandbox in sandboxes))
     teardown = time.perf_counter() - teardown_start
+    teardown_cpu = teardown_window.end()
     heartbeat.phase = "closing"
     for sandbox in sandboxes:
         await sandbox.aclose()
@@ -291,6 +348,7 @@ async def alive(options: Options) -> Section:
         f" statuses {statuses};"
         f" supervisor RSS after: {_status_kib('VmRSS') / 1024:.1f} MiB"
     )
+    print(f"    while killing: {_describe(teardown_cpu)}")
     phases = ["idle", "starting", "all sleeping", "killing"]
     summaries = section.table(
         [(phase, heartbeat.lateness.get(phase, [])) for phase in phases],
@@ -306,7 +364,10 @@ async def alive(options: Options) -> Section:
             "errors": errors[:5],
             "supervisor_rss_kib_per_sandboxee": per_rss,
             "memavailable_drop_kib_per_sandboxee": per_machine,
-            "supervisor_cpu_core_share_while_sleeping": cpu / wall,
+            "supervisor_cpu_core_share_while_sleeping": own / wall,
+            "cpu_while_starting": start_cpu,
+            "cpu_while_sleeping": sleeping,
+            "cpu_while_killing": teardown_cpu,
             "fork_server_cpu_core_share_while_sleeping": server_share,
             "teardown_seconds": teardown,
             "kill_calls_seconds": kill_calls,
@@ -321,7 +382,7 @@ async def alive(options: Options) -> Section:
             5,
             unit=" ms",
         )
-    section.target("supervisor CPU while all sleep", cpu / wall, 0.01, unit=" core")
+    section.target("supervisor CPU while all sleep", own / wall, 0.01, unit=" core")
     if started < count:
         section.target(f"{count} sandboxees alive", started / count, 1, at_least=True)
     return section

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 
@@ -49,6 +50,7 @@ async def _breakdown_runs(binary: str, runs: int) -> tuple[list[_breakdown.Run],
         await time_sandbox(binary, policy)
     with _breakdown.installed(recorder):
         for _ in range(runs):
+            await asyncio.sleep(0.005)  # idle, as in the default section: refills settle
             with recorder.run() as run:
                 checked(await Sandbox(Executor(binary, [binary]), policy).run())
             records.append(run)
@@ -64,7 +66,10 @@ def _print_breakdown(section: Section, label: str, records: list[_breakdown.Run]
         _breakdown.STAGES,
         key=lambda stage: statistics.median(at[stage[0]]) if stage[0] in at else float("inf"),
     )
-    print(f"  {label}: {len(records)} runs; 'at' = ms since run() was called")
+    print(
+        f"  {label}: {len(records)} runs, 5 ms idle before each; 'at' = ms since run() was"
+        " called, 'step' = median 'at' minus the previous row's"
+    )
     print(
         f"  {'stage':<48} {'step':>7} {'at: min':>8} {'median':>8} {'p90':>8} {'p99':>8} {'max':>8}"
     )
