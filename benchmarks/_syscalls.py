@@ -16,6 +16,7 @@ Both run the same timing loop, which times itself: the figures are per syscall.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 from collections.abc import Awaitable, Callable
 
@@ -23,12 +24,13 @@ from aiosandbox import PIPE, Executor, Policy, PolicyBuilder, PolicyError, Sandb
 from aiosandbox._policy import TraceCode
 from aiosandbox._sandbox import observe_syscalls
 
-from ._common import C_SOURCES, Options, build, checked
+from ._common import C_SOURCES, Options, build, checked, pool_off
 from ._table import Section
 
 # A rule the kernel cannot cache (it reads an argument): getpgid(0) alone is allowed.
 ARG_RULE = [bpf.ARG_32(0), bpf.JEQ32(0, bpf.ALLOW), bpf.KILL]
 # Rules added to allow_python() before it, on syscalls the preset does not allow.
+PINNED_SANDBOX = "Sandbox, all on CPU 0, cold (reference)"
 LARGE_PPID = "allow_python+rules: getppid (plain allow)"
 LARGE_PGID = "allow_python+rules: getpgid by an argument rule"
 FLOOR_PPID = "bare getppid, C filter: one RET ALLOW"
@@ -49,6 +51,14 @@ def _large_policy() -> Policy:
         except PolicyError:
             pass  # not on this architecture
     return builder.add_policy_on_syscall("getpgid", ARG_RULE).build()
+
+
+def _fork_server_pid() -> int | None:
+    try:
+        from aiosandbox._forkserver._client import fork_server
+    except ImportError:
+        return None
+    return fork_server.pid
 
 
 def _small(builder: PolicyBuilder) -> PolicyBuilder:
@@ -178,18 +188,45 @@ async def syscalls(options: Options) -> Section:
     async def c_tracer(mode: str, pin: bool = False) -> list[float]:
         return _bare([tracer, mode, loop, *loop_args], pin)
 
+    supervisor_cpu = [0.0]
+
+    async def traced_run() -> list[float]:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        samples = await _sandboxed(loop, loop_args, traced_policy, traced=True)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        supervisor_cpu[0] += after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        return samples
+
+    async def traced_pinned() -> list[float]:
+        # This process and the fork server on CPU 0, cold (a pooled blank was forked
+        # before): the sandboxee inherits the fork server's CPU.
+        server = _fork_server_pid()
+        if server is None:
+            return []
+        mine, theirs = os.sched_getaffinity(0), os.sched_getaffinity(server)
+        os.sched_setaffinity(0, {0})
+        os.sched_setaffinity(server, {0})
+        try:
+            with pool_off():
+                return await _sandboxed(loop, loop_args, traced_policy, traced=True)
+        finally:
+            os.sched_setaffinity(server, theirs)
+            os.sched_setaffinity(0, mine)
+
     b_cases: dict[str, Callable[[], Awaitable[list[float]]]] = {
         "C tracer: waitpid + PTRACE_CONT": lambda: c_tracer("cont"),
         "C tracer + PTRACE_GET_SYSCALL_INFO": lambda: c_tracer("info"),
         "C tracer, both pinned to CPU 0 (reference)": lambda: c_tracer("cont", True),
-        "Sandbox: TRACE(LEARN), the monitor allows": lambda: _sandboxed(
-            loop, loop_args, traced_policy, traced=True
-        ),
+        "Sandbox: TRACE(LEARN), the monitor allows": traced_run,
+        PINNED_SANDBOX: traced_pinned,
     }
     b = await _rounds(b_cases, rounds)
+    stops = int(traced_calls) * int(traced_repeats) * rounds
+    per_stop = supervisor_cpu[0] / stops
+    section.figures["supervisor_cpu_us_per_traced_syscall"] = per_stop * 1e6
     print(
         f"  (b) getppid through a tracer: {traced_calls} calls x {traced_repeats} repeats x"
-        f" {rounds} rounds"
+        f" {rounds} rounds; the supervisor's CPU per traced syscall: {per_stop * 1e6:.1f} us"
     )
     traced = section.table(
         list(b.items()),
@@ -203,8 +240,13 @@ async def syscalls(options: Options) -> Section:
         / traced["C tracer: waitpid + PTRACE_CONT"].median,
         1.5,
     )
+    pinned_c = traced.get("C tracer, both pinned to CPU 0 (reference)")
+    pinned_ours = traced.get(PINNED_SANDBOX)
+    if pinned_c and pinned_ours:
+        print(f"  pinned against pinned: {pinned_ours.median / pinned_c.median:.2f}x")
+        section.figures["pinned_ratio"] = pinned_ours.median / pinned_c.median
     section.note(
-        "nothing is pinned but the reference row: a stop is two context switches, and"
+        "nothing is pinned but the reference rows: a stop is two context switches, and"
         " whether tracer and tracee share a CPU changes the cost several times over (a"
         " cross-CPU wake-up is an IPI, dear on a VM)"
     )
