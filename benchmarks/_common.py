@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +110,7 @@ def bwrap_argv(binary: str) -> list[str]:
 async def time_exec(argv: list[str], input: bytes | None = None) -> float:
     """One ``asyncio.create_subprocess_exec`` run (stdin and stdout piped if ``input``)."""
     start = time.perf_counter()
+    code: int | None
     if input is None:
         process = await asyncio.create_subprocess_exec(*argv)
         code = await process.wait()
@@ -157,7 +158,7 @@ Runner = Callable[[], Awaitable[float]]
 
 
 async def interleave(
-    runners: dict[str, Runner], rounds: int, *, idle: float = 0.0, warmup: int = 3
+    runners: Mapping[str, Runner], rounds: int, *, idle: float = 0.0, warmup: int = 3
 ) -> dict[str, list[float]]:
     """Runs each runner once per round, in an order rotated every round, so that every one
     sees the same machine (load, frequency, the fork server's state) and none is always

@@ -74,8 +74,8 @@ async def throughput(options: Options) -> Section:
     )
     for name in configs:
         s = Summary.of(latencies[name])
-        runs = max(totals[name][0], 1)
-        own, server, machine = (value / runs * 1e3 for value in cpu[name])
+        count = max(totals[name][0], 1)
+        own, server, machine = (value / count * 1e3 for value in cpu[name])
         print(
             f"  {name:<36} {totals[name][0]:6d} {rates[name]:8.1f} {rates[name] / base:6.2f}x"
             f" {s.median * 1e3:14.2f} {s.p99 * 1e3:8.2f} {s.max * 1e3:8.2f}"
