@@ -38,6 +38,7 @@ from ._exceptions import SetupError
 __all__ = [
     "ChildSignalHub",
     "Timer",
+    "call_soon",
     "call_when_readable",
     "forget_readable",
     "hub_for_running_loop",
@@ -217,6 +218,17 @@ class Timer:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+
+def call_soon(callback: Callable[[], None]) -> None:
+    """Calls ``callback`` from the running loop, after the callbacks already due: a task
+    that returns now has given its result to its caller by then (anyio has no such call)."""
+
+    def run() -> None:
+        with _as_asyncio():
+            callback()
+
+    asyncio.get_running_loop().call_soon(run)
 
 
 def call_when_readable(fd: int, callback: Callable[[], None]) -> None:
