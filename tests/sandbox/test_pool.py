@@ -152,10 +152,12 @@ async def test_a_sandbox_held_longer_than_its_limit_still_runs(binaries: Binarie
     assert result.wall_time <= after - before
 
 
-async def _until_held(pool: SandboxPool) -> None:
+async def _until_held(pool: SandboxPool) -> int:
+    """Waits until the pool holds a started sandbox; returns its main process's pid."""
     with anyio.fail_after(10):
-        while not [s for s in _pool_sandboxes(pool) if s.pid is not None]:
+        while not (held := [s.pid for s in _pool_sandboxes(pool) if s.pid is not None]):
             await anyio.sleep(0.01)
+    return held[0]
 
 
 async def test_a_waiting_sandbox_is_exec_d_and_held(binaries: Binaries) -> None:
@@ -163,10 +165,7 @@ async def test_a_waiting_sandbox_is_exec_d_and_held(binaries: Binaries) -> None:
     # process is stopped by its tracer (state "t") before the program's first instruction.
     template = executor(binaries.static, "exit", "0")
     async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
-        with anyio.fail_after(10):
-            while not (held := [s for s in _pool_sandboxes(pool) if s.pid is not None]):
-                await anyio.sleep(0.01)
-        pid = held[0].pid
+        pid = await _until_held(pool)
         assert os.path.samefile(f"/proc/{pid}/exe", binaries.static)
         assert _state(pid) == "t"
         assert (await pool.run()).exit_code == 0
@@ -190,10 +189,7 @@ async def test_a_held_sandbox_killed_from_outside_is_never_handed_out(
     template = executor(binaries.static, "exit", "3")
     async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
         assert (await pool.run()).exit_code == 3
-        with anyio.fail_after(10):
-            while not (held := [s for s in _pool_sandboxes(pool) if s.pid is not None]):
-                await anyio.sleep(0.01)
-        pid = held[0].pid
+        pid = await _until_held(pool)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         with anyio.fail_after(10):
@@ -248,10 +244,7 @@ async def test_a_held_sandbox_killed_just_before_its_run_is_never_handed_out(
     # the sandbox can find.
     template = executor(binaries.static, "exit", "3")
     async with SandboxPool(template, scratch_policy().build(), size=1) as pool:
-        with anyio.fail_after(10):
-            while not (held := [s for s in _pool_sandboxes(pool) if s.pid is not None]):
-                await anyio.sleep(0.01)
-        pid = held[0].pid
+        pid = await _until_held(pool)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         if until == "exit stop":
