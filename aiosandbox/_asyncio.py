@@ -40,6 +40,7 @@ __all__ = [
     "Timer",
     "call_soon",
     "call_when_readable",
+    "call_whenever_readable",
     "forget_readable",
     "hub_for_running_loop",
     "spawn_task",
@@ -77,9 +78,11 @@ class ChildSignalHub:
         self._routing = False
         self._installed = False
 
-    def register(self, listener: Callable[[], bool]) -> None:
-        """Adds a listener; the first one installs the signal handler."""
-        if not self._installed:
+    def register(self, listener: Callable[[], bool], *, sigchld: bool = True) -> None:
+        """Adds a listener; the first one woken by SIGCHLD installs the signal handler.  A
+        listener that is not (``sigchld=False``: the unotify monitor's, woken by its fds)
+        uses only the hub's timers, which work on a loop in any thread."""
+        if sigchld and not self._installed:
             if threading.current_thread() is not threading.main_thread():
                 raise SetupError(
                     "aiosandbox needs its event loop in the main thread: the monitor is woken "
@@ -242,6 +245,16 @@ def call_when_readable(fd: int, callback: Callable[[], None]) -> None:
             callback()
 
     loop.add_reader(fd, ready)
+
+
+def call_whenever_readable(fd: int, callback: Callable[[], None]) -> None:
+    """Calls ``callback`` whenever ``fd`` is readable, until :func:`forget_readable`."""
+
+    def ready() -> None:
+        with _as_asyncio():
+            callback()
+
+    asyncio.get_running_loop().add_reader(fd, ready)
 
 
 def forget_readable(fd: int) -> None:

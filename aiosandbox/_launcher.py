@@ -164,6 +164,7 @@ class Launch:
         self.init_pid = 0
         self.init_pidfd: int | None = None
         self.main_pid: int | None = None
+        self.status_fd: int | None = None  # init's status pipe (unotify); the owner closes it
         self._request: SpawnRequest | None = None  # its shape is refilled after the run
 
     def request(
@@ -232,7 +233,13 @@ class Launch:
         assert self.setup is not None
         protocol = SetupProtocol()
         while True:
-            message, sender = await receive(self.setup)
+            message, sender, fds = await receive(self.setup)
+            if fds:
+                # Only init's "N" may bring one: its status pipe (unotify).
+                if message[:1] == b"N" and self.status_fd is None and len(fds) == 1:
+                    self.status_fd = fds.pop()
+                for fd in fds:
+                    os.close(fd)
             for event in protocol.receive(message, sender):
                 if isinstance(event, InitReady):
                     if not self._watch_init(event.pid):
@@ -277,6 +284,7 @@ def spawn(
     *,
     custom_fork_server: bool,
     violation: Instruction | None = None,
+    user_notif: bool = False,
 ) -> Launch:
     """Sends the request for ``executor`` under ``policy`` through a new :class:`Launch`
     (``custom_fork_server``: the executor is a custom fork server's, see
@@ -297,6 +305,7 @@ def spawn(
             [*table.targets, COMMS_FD],
             custom_fork_server=custom_fork_server,
             violation=violation,
+            user_notif=user_notif,
         )
         launch.request(executor, request, fds, closing)
     except BaseException:
@@ -451,19 +460,26 @@ def kill_init(pidfd: int) -> None:
         pass
 
 
-async def receive(sock: socket.socket) -> tuple[bytes, int | None]:
-    """One message from a set-up socket, and the sender's pid (from SCM_CREDENTIALS)."""
+async def receive(sock: socket.socket) -> tuple[bytes, int | None, list[int]]:
+    """One message from a set-up socket, the sender's pid (from SCM_CREDENTIALS) and the
+    fds that came with it (init's status pipe, under the unotify monitor)."""
     sock.setblocking(False)
     while True:
         try:
-            data, ancillary, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            data, ancillary, _flags, _addr = sock.recvmsg(
+                4096, socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)
+            )
         except BlockingIOError:
             await anyio.wait_readable(sock)
             continue
         except ConnectionResetError:
-            return b"", None
+            return b"", None, []
         sender = None
+        fds: list[int] = []
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                 sender = struct.unpack("3i", payload[:12])[0]
-        return data, sender
+            elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+        return data, sender, fds

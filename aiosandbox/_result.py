@@ -39,6 +39,7 @@ class SetupReason(enum.IntEnum):
     """``reason_code`` of a SETUP_ERROR or INTERNAL_ERROR result (Sandbox2's numbering)."""
 
     FAILED_SUBPROCESS = 3
+    FAILED_NOTIFY = 4
     FAILED_WAIT = 6
     FAILED_PTRACE = 8
     FAILED_MONITOR = 19

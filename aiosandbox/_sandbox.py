@@ -17,6 +17,7 @@ comes once the main process and every other process of the sandbox are reaped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -24,7 +25,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
@@ -36,6 +37,7 @@ from ._asyncio import (
     Timer,
     call_soon,
     call_when_readable,
+    call_whenever_readable,
     forget_readable,
     hub_for_running_loop,
 )
@@ -46,6 +48,7 @@ from ._launcher import ChildStdio, ForkedLaunch, Launch, kill_init, send_policy,
 from ._limits import Limits
 from ._monitor._factory import make_monitor, monitor_kind
 from ._monitor._protocol import Monitor, MonitorConfig, SyscallObserver
+from ._monitor._unotify import UnotifyMonitor, take_listener
 from ._monitor._verdict import Phase
 from ._policy import Policy
 from ._poll import readable_now
@@ -57,7 +60,7 @@ from ._task_home import Outcome, TaskHome
 if TYPE_CHECKING:
     from ._comms import Comms
 
-__all__ = ["Sandbox", "observe_syscalls", "output_delivered"]
+__all__ = ["Sandbox", "observe_syscalls", "output_delivered", "prefer_monitor"]
 
 logger = logging.getLogger("aiosandbox.sandbox")
 
@@ -70,18 +73,21 @@ class Sandbox:
     Args:
         executor: What to run; an executor serves one sandbox.
         policy: The built policy.
-        monitor: ``"ptrace"``, the only monitor so far.
+        monitor: ``"ptrace"`` (the default) or ``"unotify"`` (seccomp user notification:
+            no ptrace, no SIGCHLD; see aiosandbox/_monitor/_unotify.py for what it does not
+            report).
 
     Raises:
         TypeError: ``executor`` or ``policy`` has the wrong type.
-        ValueError: An unknown monitor, or an executor that was used already.
+        ValueError: An unknown monitor, an executor that was used already, or one the
+            monitor cannot watch.
     """
 
     def __init__(
         self,
         executor: Executor,
         policy: Policy,
-        monitor: Literal["ptrace"] = "ptrace",
+        monitor: Literal["ptrace", "unotify"] | None = None,
     ) -> None:
         if not isinstance(executor, Executor):
             raise TypeError(f"executor must be an aiosandbox.Executor, not {executor!r}")
@@ -89,7 +95,7 @@ class Sandbox:
             raise TypeError(
                 f"policy must be an aiosandbox.Policy (PolicyBuilder().build()), not {policy!r}"
             )
-        kind = monitor_kind(monitor)
+        kind = monitor_kind(monitor or _preferred_monitor(executor))
         if executor._serves_forks:
             raise ValueError(
                 "this executor runs a custom fork server: run its children, made with"
@@ -97,6 +103,14 @@ class Sandbox:
             )
         if executor._used:
             raise ValueError("this executor has started a sandbox already; make a new one")
+        if kind.user_notif and (
+            not executor.sandbox_before_exec or executor._forked_from is not None
+        ):
+            raise ValueError(
+                'monitor="unotify" watches sandboxees whose filter is loaded before their exec'
+                " (sandbox_before_exec=True) so far; for sandbox_me_here() and custom fork"
+                ' servers use monitor="ptrace"'
+            )
         if not policy.namespaces:
             raise PolicyError("disable_namespaces() is not supported yet")
         mapped = {target for _, target in executor.ipc.mapped_fds}
@@ -226,6 +240,8 @@ class Sandbox:
                     await self._spawn_forked(self._executor._forked_from)
                 else:
                     await self._spawn()
+                if isinstance(self._monitor, UnotifyMonitor):
+                    await self._hand_over_listener(self._monitor)
                 if not self._executor.sandbox_before_exec:
                     await self._serve_sandbox_me_here()
             self._setup_scope = None
@@ -255,6 +271,7 @@ class Sandbox:
             self._stdio,
             custom_fork_server=False,
             violation=self._monitor_kind.violation,
+            user_notif=self._monitor_kind.user_notif,
         )
         await self._adopt_streams()
         outcome = await launch.await_setup()
@@ -313,8 +330,14 @@ class Sandbox:
             when_readable=call_when_readable,
             observer=self._syscall_observer,
             on_held=self._held.set if self._held is not None else None,
+            status_fd=getattr(self._launch, "status_fd", None),
+            watch_readable=call_whenever_readable,
+            forget_readable=forget_readable,
         )
-        return make_monitor(self._monitor_kind, config)
+        monitor = make_monitor(self._monitor_kind, config)
+        if isinstance(self._launch, Launch):
+            self._launch.status_fd = None  # the monitor's now
+        return monitor
 
     def _hold_at_exec(self) -> anyio.Event:
         """Asks, before the start, for the main process to be held at its exec, before
@@ -366,12 +389,56 @@ class Sandbox:
             return
         self._monitor = monitor
         self._pid = main_pid
-        self._hub.register(monitor.process_events)
+        unotify = isinstance(monitor, UnotifyMonitor)
+        self._hub.register(monitor.process_events, sigchld=not unotify)
         if self._builder.decided or self._kill_pending:
             monitor.kill()
         go()
+        if unotify:
+            return  # the setup socket's end is the listener's cue: start() awaits it
         self._close_setup()
         self._hub.call_soon(monitor.process_events)
+
+    async def _hand_over_listener(self, monitor: UnotifyMonitor) -> None:
+        """Under the unotify monitor, after "go": the sandboxee loads its filter, which
+        makes a listener, and closes its setup socket; then the listener is taken from it
+        (see aiosandbox/_monitor/_unotify.py).  A set-up failure comes as a message first."""
+        assert isinstance(self._launch, Launch)
+        sock = self._launch.setup
+        if sock is None or self._done.is_set():
+            return
+        sock.setblocking(False)
+        while True:
+            try:
+                message = sock.recv(4096)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                continue
+            except ConnectionResetError:
+                message = b""
+            if not message:
+                break
+            if message[:1] == b"E":
+                self._builder.setup_failed(
+                    SetupReason.FAILED_SUBPROCESS, message[1:].decode(errors="replace")
+                )
+                self._kill_now()
+                return
+        self._close_setup()
+        pidfd = monitor.main_pidfd
+        if self._builder.ending or monitor.done or pidfd is None:
+            return
+        try:
+            listener = take_listener(monitor.main_pid, pidfd)
+        except OSError as exc:
+            if not monitor.done:
+                self._builder.setup_failed(
+                    SetupReason.FAILED_NOTIFY,
+                    f"cannot take the sandboxee's seccomp listener: {exc}",
+                )
+                self._kill_now()
+            return
+        monitor.adopt_listener(listener)
 
     async def _serve_sandbox_me_here(self) -> None:
         """Mode (b): answers the sandboxee's sandbox_me_here() with the policy, and returns
@@ -437,6 +504,9 @@ class Sandbox:
             launch.init_pidfd = None
         if self._monitor is not None and self._hub is not None:
             self._hub.unregister(self._monitor.process_events)
+        if isinstance(launch, Launch) and launch.status_fd is not None:
+            os.close(launch.status_fd)  # no monitor took it
+            launch.status_fd = None
         if self._timer is not None:
             self._timer.cancel()
         self._close_setup()
@@ -560,6 +630,30 @@ class Sandbox:
     def status(self) -> Status | None:
         """The final status once the run has ended, else None."""
         return self._result.status if self._result is not None else None
+
+
+_preferred: list[str] = []  # see prefer_monitor()
+
+
+def _preferred_monitor(executor: Executor) -> str:
+    """The monitor of a Sandbox made without ``monitor=``: ptrace, unless
+    :func:`prefer_monitor` asks for another that can watch ``executor``."""
+    if _preferred and (executor.sandbox_before_exec and executor._forked_from is None):
+        return _preferred[-1]
+    return "ptrace"
+
+
+@contextlib.contextmanager
+def prefer_monitor(name: str) -> Iterator[None]:
+    """Within the block, a Sandbox made without ``monitor=`` uses the monitor ``name``
+    where that monitor can watch its executor (ptrace otherwise): how the test suite runs
+    every test under both monitors (inside the package only)."""
+    monitor_kind(name)  # validates
+    _preferred.append(name)
+    try:
+        yield
+    finally:
+        _preferred.pop()
 
 
 def _kill_pid(pid: int) -> None:

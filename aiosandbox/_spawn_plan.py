@@ -334,6 +334,7 @@ def spawn_request(
     *,
     custom_fork_server: bool,
     violation: Instruction | None,
+    user_notif: bool = False,
 ) -> SpawnRequest:
     """The fork-server request for ``executor`` under ``policy``.
 
@@ -343,11 +344,14 @@ def spawn_request(
             (None for a custom fork server, which loads no filter).
         custom_fork_server: The executor is a custom fork server's (mode (c)): no filter (its
             children load theirs), the nested namespaces' caps, and a procfs at fd 1022.
+        user_notif: The sandboxee is watched by the unotify monitor (its filter's flavour,
+            the listener's hand-over, init's status pipe).
     """
     filtered = executor.sandbox_before_exec and not custom_fork_server
     shape = _shape(policy, filtered=filtered, custom_fork_server=custom_fork_server)
     return SpawnRequest(
         **shape,
+        unotify=user_notif,
         targets=targets,
         cwd=executor.cwd.encode(),
         argv=executor.args,
@@ -355,7 +359,7 @@ def spawn_request(
         rlimits=rlimits(executor.limits),
         # Empty: the sandboxee loads its filter itself, with sandbox_me_here(), or is a
         # custom fork server (its children do).
-        filter=_filter(policy, violation) if filtered else b"",
+        filter=_filter(policy, violation, user_notif) if filtered else b"",
         allow_speculation=policy.allow_speculation,
     )
 
@@ -386,7 +390,7 @@ def _shape(policy: Policy, *, filtered: bool, custom_fork_server: bool) -> dict[
     return shape
 
 
-def _filter(policy: Policy, violation: Instruction | None) -> bytes:
+def _filter(policy: Policy, violation: Instruction | None, user_notif: bool) -> bytes:
     if violation is None:
         raise ValueError("a filtered sandboxee needs its monitor's violation verdict")
-    return kernel_filter(policy, pre_exec=True, violation=violation)
+    return kernel_filter(policy, pre_exec=True, violation=violation, user_notif=user_notif)

@@ -63,6 +63,7 @@ class SpawnRequest:
     write_executable: bool = False
     allow_speculation: bool = False
     procfs: bool = False
+    unotify: bool = False
 
     def _shape(self) -> dict[str, object]:
         return {
@@ -76,6 +77,7 @@ class SpawnRequest:
             "root_writable": self.root_writable,
             "write_executable": self.write_executable,
             "procfs": self.procfs,
+            "unotify": self.unotify,
         }
 
     def _run(self) -> dict[str, object]:

@@ -72,6 +72,7 @@ import fcntl
 import gc
 import marshal
 import os
+import resource as _wait4_result  # noqa: F401  os.wait4 needs it: in init, after the pivot
 import signal
 import stat
 import struct
@@ -93,6 +94,7 @@ _NR = {
         "seccomp": 317,
         "execveat": 322,
         "exit_group": 231,
+        "close": 3,
         "open_tree": 428,
         "move_mount": 429,
         "mount_setattr": 442,
@@ -107,6 +109,7 @@ _NR = {
         "seccomp": 277,
         "execveat": 281,
         "exit_group": 94,
+        "close": 57,
         "open_tree": 428,
         "move_mount": 429,
         "mount_setattr": 442,
@@ -159,6 +162,12 @@ PR_SPEC_INDIRECT_BRANCH = 1
 PR_SPEC_FORCE_DISABLE = 1 << 3
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+# Under the unotify monitor the filter's first block lets exactly ``close(setup fd)`` run,
+# and the constant it compares with is a placeholder at this instruction, which the
+# sandboxee sets to its setup fd before it loads the filter (aiosandbox/_monitor/_unotify.py).
+HANDOVER_INSN = 5
+_STATUS_RECORD = struct.Struct("<i2d14q")  # init's report of the sandboxee's end (unotify)
 
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -823,6 +832,11 @@ def _run_sandboxee(
             fds, request["targets"], [channel.fd, exec_fd, root_ready]
         )
     setup = channel.fd
+    if request["unotify"]:
+        # The filter's one exception, close(setup), for this process's own number.
+        program = bytearray(request["filter"])
+        struct.pack_into("<I", program, HANDOVER_INSN * 8 + 4, setup)
+        request["filter"] = bytes(program)
     c_argv, c_envp, insns, fprog = _prepare_exec(request)
     limits = [_effective_limit(*limit) for limit in request["rlimits"]]
     if not request["blank"]:
@@ -846,12 +860,16 @@ def _run_sandboxee(
         ctypes.c_int(AT_EMPTY_PATH),
         ctypes.c_long(EXEC_MAGIC),
     )
+    seccomp_flags = SECCOMP_FILTER_FLAG_SPEC_ALLOW if request["allow_speculation"] else 0
+    if request["unotify"]:
+        seccomp_flags |= SECCOMP_FILTER_FLAG_NEW_LISTENER
     seccomp_args = (
         ctypes.c_long(_NR["seccomp"]),
         ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-        ctypes.c_uint(SECCOMP_FILTER_FLAG_SPEC_ALLOW if request["allow_speculation"] else 0),
+        ctypes.c_uint(seccomp_flags),
         ctypes.byref(fprog),
     )
+    close_args = (ctypes.c_long(_NR["close"]), ctypes.c_long(setup))
     exit_nr = ctypes.c_long(_NR["exit_group"])
     if not request["blank"]:
         os.write(setup, b"R")
@@ -868,10 +886,28 @@ def _run_sandboxee(
         if _MACHINE == "x86_64":
             _prctl(PR_SET_SPECULATION_CTRL, PR_SPEC_INDIRECT_BRANCH, PR_SPEC_FORCE_DISABLE, 0, 0)
     # No filter: the binary loads its own with sandbox_me_here() (mode (b)).
-    if request["filter"] and _syscall(*seccomp_args) != 0:
+    # 0, or the listener's fd under the unotify monitor.
+    if request["filter"] and _syscall(*seccomp_args) < 0:
         raise SetupFailure(f"cannot load the seccomp filter: {os.strerror(ctypes.get_errno())}")
+    if request["unotify"]:
+        # The listener (close-on-exec) is ours until the exec: closing the setup socket
+        # tells the supervisor to take it (pidfd_getfd), and the exec gate then waits for
+        # the supervisor's answer on it.
+        _syscall(*close_args)
     # From here on only the exec gate and what the policy allows may run.
     _syscall(*exec_args)
+    if request["unotify"]:
+        # The exec failed: say why with a second gate call the monitor sees (fd -1, the
+        # errno fourth); exit_group may be a call the policy forbids.
+        _syscall(
+            exec_args[0],
+            ctypes.c_int(-1),
+            b"",
+            None,
+            ctypes.c_long(ctypes.get_errno()),
+            exec_args[5],
+            exec_args[6],
+        )
     _syscall(exit_nr, ctypes.c_long(ctypes.get_errno()))
     del insns
 
@@ -934,10 +970,26 @@ def _run_init(
     _setup_root(request, _IdMaps(request, ids_mapped))
     os.write(root_done, b"1")
     _setup_host_and_network(request)
-    os.write(setup, b"N")
-    # Init keeps no fd: the sandboxee's pipes must see EOF when it exits, and nothing of
-    # the supervisor's may stay reachable inside the namespace.
-    os.closerange(0, 65536)
+    status = -1
+    if request["unotify"]:
+        # No tracer reaps the sandboxee: init reports its end on a pipe of its own, made
+        # after the sandboxee was cloned (which so has no end of it).
+        report, status = os.pipe2(os.O_CLOEXEC)
+        sock = socket.socket(fileno=setup)
+        try:
+            sock.sendmsg([b"N"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", report))])
+        finally:
+            sock.detach()
+        os.close(report)
+    else:
+        os.write(setup, b"N")
+    # Init keeps no fd but that pipe: the sandboxee's pipes must see EOF when it exits, and
+    # nothing of the supervisor's may stay reachable inside the namespace.
+    if status >= 0:
+        os.closerange(0, status)
+        os.closerange(status + 1, 65536)
+    else:
+        os.closerange(0, 65536)
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     _prctl(
         PR_SET_NAME,
@@ -948,12 +1000,17 @@ def _run_init(
     )
     while True:
         try:
-            pid, _status = os.waitpid(-1, 0)
+            pid, wait_status, usage = os.wait4(-1, 0)
         except ChildProcessError:
             os._exit(0)
         except InterruptedError:
             continue
         if pid == child:
+            if status >= 0:
+                try:
+                    os.write(status, _STATUS_RECORD.pack(wait_status, *usage))
+                except OSError:
+                    pass
             os._exit(0)
 
 
@@ -995,6 +1052,7 @@ def _serve(control: socket.socket) -> None:
         try:
             request = marshal.loads(data)
             request["blank"] = blank = bool(request.get("blank"))
+            request["unotify"] = bool(request.get("unotify"))
             if blank:
                 # A blank sandbox: its run's fds come later, on its setup socket.
                 setup, exec_fd, mapped = fds[0], -1, fds[1:]

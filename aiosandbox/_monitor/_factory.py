@@ -13,11 +13,12 @@ from .._policy import Policy, kernel_instructions
 from .._policy import kernel_filter as _kernel_filter
 from ._protocol import Monitor, MonitorConfig, MonitorKind
 from ._ptrace import PTRACE
+from ._unotify import UNOTIFY
 from ._verdict import StopJudge
 
 __all__ = ["kernel_filter", "make_monitor", "monitor_kind"]
 
-_KINDS = {kind.name: kind for kind in (PTRACE,)}
+_KINDS = {kind.name: kind for kind in (PTRACE, UNOTIFY)}
 
 
 def monitor_kind(name: str) -> MonitorKind:
@@ -29,13 +30,15 @@ def monitor_kind(name: str) -> MonitorKind:
     kind = _KINDS.get(name)
     if kind is None:
         known = ", ".join(repr(k) for k in _KINDS)
-        raise ValueError(f"unknown monitor {name!r}: only {known} is available")
+        raise ValueError(f"unknown monitor {name!r}: choose one of {known}")
     return kind
 
 
 def kernel_filter(kind: MonitorKind, policy: Policy, *, pre_exec: bool) -> bytes:
     """The filter the sandboxee loads under a monitor of ``kind`` (packed)."""
-    return _kernel_filter(policy, pre_exec=pre_exec, violation=kind.violation)
+    return _kernel_filter(
+        policy, pre_exec=pre_exec, violation=kind.violation, user_notif=kind.user_notif
+    )
 
 
 def make_monitor(kind: MonitorKind, config: MonitorConfig) -> Monitor:

@@ -145,6 +145,11 @@ class MonitorConfig:
             kernel loaded the binary, before its first instruction) until
             :meth:`Monitor.release`, and ``on_held`` is called once it is (a prepared
             run, see aiosandbox/_pool.py).
+        status_fd: init's status pipe, on which it reports the main process's end (the
+            unotify monitor's; the monitor closes it).
+        watch_readable: ``watch_readable(fd, callback)`` calls ``callback`` whenever ``fd``
+            is readable, until ``forget_readable(fd)`` (the unotify monitor's listener).
+        forget_readable: ends a :attr:`watch_readable` (or ``when_readable``) watch.
     """
 
     main_pid: int
@@ -159,6 +164,9 @@ class MonitorConfig:
     when_readable: Callable[[int, Callable[[], None]], None]
     observer: SyscallObserver | None = None
     on_held: Callable[[], None] | None = None
+    status_fd: int | None = None
+    watch_readable: Callable[[int, Callable[[], None]], None] | None = None
+    forget_readable: Callable[[int], None] = lambda fd: None
 
 
 class Monitor(Protocol):
@@ -216,8 +224,11 @@ class MonitorKind:
         violation: the verdict the kernel filter gives instead of every one that ends the
             process (the policy compiler's ``violation`` parameter).
         create: builds the monitor from its config and the judge of its stops.
+        user_notif: the kernel filter is the ``violation`` program with every TRACE
+            verdict turned into USER_NOTIF (the judge re-runs the program as compiled).
     """
 
     name: str
     violation: Instruction
     create: Callable[[MonitorConfig, StopJudge], Monitor]
+    user_notif: bool = False

@@ -69,9 +69,11 @@ from aiosandbox._policy._bpf import (
     SECCOMP_RET_ALLOW,
     SECCOMP_RET_ERRNO,
     SECCOMP_RET_LOG,
+    SECCOMP_RET_TRACE,
     SECCOMP_RET_TRAP,
     SECCOMP_RET_USER_NOTIF,
     TRACE,
+    USER_NOTIF,
     Instruction,
     check_default_action,
     check_program,
@@ -600,3 +602,49 @@ def _to_violation(violation: Instruction) -> Callable[[Instruction], Instruction
         return violation
 
     return rewrite
+
+
+HANDOVER_PLACEHOLDER = 0xFFFFFFFF
+"""The fd number in the unotify filter's ``close`` exception until the sandboxee sets its
+own (no fd has this number)."""
+HANDOVER_INSN = 5
+"""The index of the instruction whose ``k`` is :data:`HANDOVER_PLACEHOLDER`."""
+
+
+def user_notif_program(
+    program: Sequence[Instruction], arch: Arch, *, handover: bool
+) -> tuple[Instruction, ...]:
+    """The unotify monitor's flavour of a kernel program: every ``RET TRACE`` (whatever its
+    data: violation, exec gate, notice, learning) becomes ``RET USER_NOTIF``, so that the
+    listener sees exactly the calls the ptrace monitor would stop; the monitor classifies
+    each by re-running ``program`` itself, as Sandbox2's does.
+
+    ``handover`` (the pre-exec filter) puts one exception first: ``close(fd)`` of this
+    architecture runs, for ``fd`` :data:`HANDOVER_PLACEHOLDER`, which the sandboxee replaces
+    with its setup socket's number before it loads the filter.  Closing that socket is how
+    it tells the supervisor that its listener exists (nothing else may run before the exec,
+    and the listener has no reader yet).  The exception stays for the process's life and
+    allows nothing but closing one fd number.
+    """
+    out: list[Instruction] = []
+    if handover:
+        out = [
+            LOAD_ARCH,
+            _jeq(arch.audit_arch, 0, 5),
+            LOAD_SYSCALL_NR,
+            _jeq(syscall_number("close", arch), 0, 3),
+            ARG_32(0),
+            _jeq(HANDOVER_PLACEHOLDER, 0, 1),
+            ALLOW,
+        ]
+        assert out[HANDOVER_INSN].k == HANDOVER_PLACEHOLDER
+    for insn in program:
+        if insn.code == BPF_RET | BPF_K and insn.k & SECCOMP_RET_ACTION_FULL == SECCOMP_RET_TRACE:
+            insn = USER_NOTIF
+        out.append(insn)
+    if len(out) > BPF_MAXINSNS:
+        raise PolicyError(
+            f"the compiled policy has {len(out)} instructions under the unotify monitor; the"
+            f" kernel accepts at most {BPF_MAXINSNS}"
+        )
+    return tuple(out)

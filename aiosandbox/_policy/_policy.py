@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from aiosandbox._policy._arch import HOST_ARCH, Arch, syscall_name
 from aiosandbox._policy._bpf import Instruction, pack_program
-from aiosandbox._policy._compiler import compile_program
+from aiosandbox._policy._compiler import compile_program, user_notif_program
 
 __all__ = [
     "DEFAULT_HOSTNAME",
@@ -224,7 +224,9 @@ def kernel_instructions(
     return program
 
 
-def kernel_filter(policy: Policy, *, pre_exec: bool = True, violation: Instruction) -> bytes:
+def kernel_filter(
+    policy: Policy, *, pre_exec: bool = True, violation: Instruction, user_notif: bool = False
+) -> bytes:
     """Return the filter the sandboxee loads, packed as ``struct sock_filter[]``.
 
     It is :attr:`Policy.program` with every ``RET`` whose action is KILL_PROCESS,
@@ -239,6 +241,8 @@ def kernel_filter(policy: Policy, *, pre_exec: bool = True, violation: Instructi
             ``Client.sandbox_me_here()``.
         violation: the monitor's verdict for a syscall that ends the process (see
             :func:`kernel_instructions`).
+        user_notif: the unotify monitor's flavour (see
+            :func:`~aiosandbox._policy._compiler.user_notif_program`).
 
     Returns:
         ``8 * n`` bytes: ``<code u16, jt u8, jf u8, k u32>`` per instruction, native order.
@@ -246,10 +250,11 @@ def kernel_filter(policy: Policy, *, pre_exec: bool = True, violation: Instructi
     Raises:
         PolicyError: the program is too long for the kernel.
     """
-    cache: dict[tuple[bool, Instruction], bytes] = policy.__dict__["_kernel_filters"]
-    packed = cache.get((pre_exec, violation))
+    cache: dict[tuple[bool, Instruction, bool], bytes] = policy.__dict__["_kernel_filters"]
+    packed = cache.get((pre_exec, violation, user_notif))
     if packed is None:
-        packed = cache[pre_exec, violation] = pack_program(
-            kernel_instructions(policy, pre_exec=pre_exec, violation=violation)
-        )
+        program = kernel_instructions(policy, pre_exec=pre_exec, violation=violation)
+        if user_notif:
+            program = user_notif_program(program, policy.arch, handover=pre_exec)
+        packed = cache[pre_exec, violation, user_notif] = pack_program(program)
     return packed

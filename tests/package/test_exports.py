@@ -133,7 +133,6 @@ NOT_YET_BUILT = frozenset(
     {
         "aiosandbox.client.NetworkProxyClient",
         "aiosandbox.testing",
-        "Sandbox(monitor='unotify')",
     }
 )
 
@@ -260,7 +259,7 @@ def _is_built(dotted: str) -> bool:
     if dotted == "Sandbox(monitor='unotify')":
         executor = Executor(sys.executable)
         try:
-            Sandbox(executor, PolicyBuilder().build(), monitor="unotify")  # type: ignore[arg-type]
+            Sandbox(executor, PolicyBuilder().build(), monitor="unotify")
         except ValueError:
             return False
         return True
