@@ -107,16 +107,18 @@ def stop(
     return SeccompStop(pid, nr, HOST_ARCH.audit_arch, 0x401000, args, data)
 
 
-def test_the_ptrace_kind_is_the_one_sandbox_knows() -> None:
+def test_the_sandbox_knows_the_ptrace_and_unotify_kinds() -> None:
     assert monitor_kind("ptrace") is PTRACE
     assert PTRACE.violation == bpf.TRACE(TraceCode.VIOLATION)
-    with pytest.raises(ValueError, match=r"unknown monitor 'unotify': only 'ptrace' is"):
-        monitor_kind("unotify")
+    assert monitor_kind("unotify").user_notif
+    with pytest.raises(ValueError, match=r"unknown monitor 'seccomp': choose one of"):
+        monitor_kind("seccomp")
 
 
 def test_an_unknown_monitor_is_refused_by_the_sandbox_as_before(binaries: Binaries) -> None:
     executor = Executor(binaries.static, ["testcase", "exit", "0"])
-    with pytest.raises(ValueError, match=r"^unknown monitor 'nope': only 'ptrace' is available$"):
+    refused = r"^unknown monitor 'nope': choose one of 'ptrace', 'unotify'$"
+    with pytest.raises(ValueError, match=refused):
         Sandbox(executor, policy(), "nope")  # type: ignore[arg-type]
 
 
