@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import _blanks
+from ._comms._transport import fds_in
 from ._comms._wire import COMMS_FD, TAG_ERROR, TAG_FORK_GO, TAG_POLICY, TAG_SANDBOX_ME_HERE
 from ._exceptions import CommsError, SetupError
 from ._executor import IPC, Executor
@@ -467,7 +468,7 @@ async def receive(sock: socket.socket) -> tuple[bytes, int | None, list[int]]:
     while True:
         try:
             data, ancillary, _flags, _addr = sock.recvmsg(
-                4096, socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)
+                4096, socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4), socket.MSG_CMSG_CLOEXEC
             )
         except BlockingIOError:
             await anyio.wait_readable(sock)
@@ -480,6 +481,5 @@ async def receive(sock: socket.socket) -> tuple[bytes, int | None, list[int]]:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                 sender = struct.unpack("3i", payload[:12])[0]
             elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(payload) - len(payload) % 4
-                fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+                fds.extend(fds_in(payload))
         return data, sender, fds

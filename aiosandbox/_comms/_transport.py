@@ -72,6 +72,7 @@ __all__ = [
     "creds_frame",
     "fd_frame",
     "fd_number",
+    "fds_in",
     "outgoing",
     "recv_step",
     "send_error",
@@ -169,6 +170,13 @@ def recv_step(
     return reader.advance(nbytes, nfds)
 
 
+def fds_in(scm_rights: bytes) -> list[int]:
+    """The fds an SCM_RIGHTS control message carries.  A truncated message (MSG_CTRUNC)
+    may end in part of an int: only whole ones are fds."""
+    usable = len(scm_rights) - len(scm_rights) % 4
+    return memoryview(scm_rights)[:usable].cast("i").tolist()
+
+
 def _take_ancillary(ancillary: list[tuple[int, int, bytes]], inbox: Inbox) -> int:
     """Moves received fds and credentials into ``inbox``; returns the number of fds."""
     nfds = 0
@@ -176,9 +184,7 @@ def _take_ancillary(ancillary: list[tuple[int, int, bytes]], inbox: Inbox) -> in
         if level != _socket.SOL_SOCKET:
             continue
         if kind == _socket.SCM_RIGHTS:
-            # A truncated message may end in part of an int: only whole ones are fds.
-            usable = len(data) - len(data) % 4
-            received = memoryview(data)[:usable].cast("i").tolist()
+            received = fds_in(data)
             inbox.fds.extend(received)
             nfds += len(received)
         elif kind == _socket.SCM_CREDENTIALS and inbox.creds is None and len(data) >= _UCRED.size:

@@ -45,8 +45,9 @@ from .._policy._bpf import TRACE
 from .._poll import readable_now
 from .._proc_status import int_field, read_status
 from .._result import SetupReason
+from ._memory import string_reader, strings_of
 from ._protocol import MonitorConfig, MonitorKind, SyscallEvent
-from ._stops import early_end, report_forbidden, syscall_identity
+from ._stops import early_end, outcome, report_forbidden, syscall_identity
 from ._verdict import Action, Phase, SeccompStop, StopJudge
 
 __all__ = ["PTRACE", "PtraceMonitor"]
@@ -154,32 +155,6 @@ def _seccomp_info(pid: int) -> _SeccompInfo:
     info = _SeccompInfo()
     _ptrace(PTRACE_GET_SYSCALL_INFO, pid, ctypes.sizeof(info), ctypes.addressof(info))
     return info
-
-
-def _read_string(pid: int, limit: int = 256) -> Callable[[int], bytes | None]:
-    """Returns a reader of NUL-terminated strings from a stopped tracee's memory."""
-
-    def read(address: int) -> bytes | None:
-        if address == 0:
-            return None
-        try:
-            fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            data = os.pread(fd, limit, address)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return data.split(b"\0", 1)[0]
-
-    return read
-
-
-def _string_reader(pid: int) -> Callable[[int, int], bytes | None]:
-    """A :attr:`SyscallEvent.reader` of a stopped tracee."""
-    return lambda address, limit: _read_string(pid, limit)(address)
 
 
 class PtraceMonitor:
@@ -585,18 +560,17 @@ class PtraceMonitor:
         if decision.action is Action.OBSERVE and self._observer is not None:
             arch, name = syscall_identity(stop)
             if arch is not None:
-                self._observer(SyscallEvent(pid, nr, arch, args, name or None, _string_reader(pid)))
+                self._observer(SyscallEvent(pid, nr, arch, args, name or None, string_reader(pid)))
                 _ptrace(PTRACE_CONT, pid, 0, 0)
                 return
-        report_forbidden(stop, decision, self._builder, _read_string(pid), main_pid=self.main_pid)
+        report_forbidden(stop, decision, self._builder, strings_of(pid), main_pid=self.main_pid)
         # The tracee stays stopped before the syscall; the kill ends it there.
         self.kill()
 
     def _main_ended(self, status: int, rusage: resource.struct_rusage) -> None:
         self._main_reaped = True
         self._main_exit_seen = True
-        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        exit_code, signal_number = outcome(status)
         failure = None if self._killed else early_end(self._judge.phase, exit_code, signal_number)
         if failure is not None:
             self._builder.setup_failed(*failure)

@@ -25,7 +25,7 @@ from ._describe import describe_syscall
 from ._protocol import MonitorReport
 from ._verdict import Action, Decision, Phase, SeccompStop
 
-__all__ = ["early_end", "exec_failure", "report_forbidden", "syscall_identity"]
+__all__ = ["early_end", "exec_failure", "outcome", "report_forbidden", "syscall_identity"]
 
 logger = logging.getLogger("aiosandbox.monitor")
 
@@ -81,6 +81,14 @@ def report_forbidden(
     else:
         logger.info("sandbox violation: pid %d: [%s] %s", pid, arch_name, violation.description)
         report.violation(violation)
+
+
+def outcome(wait_status: int) -> tuple[int | None, int | None]:
+    """A reaped process's (exit code, terminating signal) from its wait status: one of
+    them is None."""
+    exit_code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None
+    signal_number = os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None
+    return exit_code, signal_number
 
 
 def early_end(

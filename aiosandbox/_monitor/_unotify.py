@@ -57,9 +57,9 @@ from .._policy._bpf import TRACE
 from .._policy._compiler import AT_EMPTY_PATH, EXEC_MAGIC
 from .._poll import readable_now
 from .._result import SetupReason
+from ._memory import string_reader, strings_of
 from ._protocol import MonitorConfig, MonitorKind, SyscallEvent
-from ._ptrace import _read_string, _string_reader
-from ._stops import early_end, exec_failure, report_forbidden, syscall_identity
+from ._stops import early_end, exec_failure, outcome, report_forbidden, syscall_identity
 from ._verdict import Action, Phase, SeccompStop, StopJudge
 
 __all__ = ["UNOTIFY", "UnotifyMonitor", "take_listener"]
@@ -298,13 +298,11 @@ class UnotifyMonitor:
             syscall_arch, name = syscall_identity(stop)
             if syscall_arch is not None:
                 self._config.observer(
-                    SyscallEvent(
-                        pid, nr, syscall_arch, stop.args, name or None, _string_reader(pid)
-                    )
+                    SyscallEvent(pid, nr, syscall_arch, stop.args, name or None, string_reader(pid))
                 )
                 self._respond(notif_id, continue_call=True)
                 return
-        report_forbidden(stop, decision, self._builder, _read_string(pid), main_pid=self.main_pid)
+        report_forbidden(stop, decision, self._builder, strings_of(pid), main_pid=self.main_pid)
         # No answer: the call stays blocked, and the kill ends it there.
         self.kill()
 
@@ -350,8 +348,7 @@ class UnotifyMonitor:
         if len(data) == _STATUS_RECORD.size:
             wait_status, *usage = _STATUS_RECORD.unpack(data)
             rusage = resource.struct_rusage(usage)
-            exit_code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None
-            signal_number = os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None
+            exit_code, signal_number = outcome(wait_status)
         else:
             # Init died before it could report: only a kill does that.
             rusage = resource.struct_rusage((0.0, 0.0, *([0] * 14)))

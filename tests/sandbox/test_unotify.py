@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from aiosandbox import PIPE, Executor, PolicyBuilder, Sandbox, Status
+from aiosandbox import PIPE, Executor, Policy, PolicyBuilder, Sandbox, Status
 from aiosandbox._forkserver import _server
 from aiosandbox._policy._compiler import HANDOVER_INSN
 
 from .._support import Binaries
 
 pytestmark = pytest.mark.nonroot
+
+
+def _writes_and_exits() -> Policy:
+    """The static test binary's start-up, ``write`` and ``exit``."""
+    return PolicyBuilder().allow_static_startup().allow_write().allow_exit().build()
 
 
 def test_the_fork_server_patches_the_instruction_the_compiler_reserved() -> None:
@@ -22,7 +27,7 @@ def test_the_fork_server_patches_the_instruction_the_compiler_reserved() -> None
 async def test_an_exit_code_is_the_same_under_both_monitors(
     binaries: Binaries, monitor: str
 ) -> None:
-    policy = PolicyBuilder().allow_static_startup().allow_write().allow_exit().build()
+    policy = _writes_and_exits()
     result = await Sandbox(
         Executor(binaries.static, ["testcase", "exit", "3"]),
         policy,
@@ -36,7 +41,7 @@ async def test_an_exit_code_is_the_same_under_both_monitors(
 async def test_a_forbidden_syscall_is_the_same_violation_under_both_monitors(
     binaries: Binaries, monitor: str
 ) -> None:
-    policy = PolicyBuilder().allow_static_startup().allow_write().allow_exit().build()
+    policy = _writes_and_exits()
     result = await Sandbox(
         Executor(binaries.static, ["testcase", "syscall", "41", "2", "1"]),
         policy,
@@ -49,7 +54,7 @@ async def test_a_forbidden_syscall_is_the_same_violation_under_both_monitors(
 
 
 async def test_output_reaches_the_caller_under_unotify(binaries: Binaries) -> None:
-    policy = PolicyBuilder().allow_static_startup().allow_write().allow_exit().build()
+    policy = _writes_and_exits()
     result = await Sandbox(
         Executor(binaries.static, ["testcase", "write", "1"], stdout=PIPE),
         policy,
